@@ -1,0 +1,66 @@
+"""dtms: a Defensive Trade Management System for MetaTrader 5 bots, embedded in every bot process."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from dtms.errors import (
+    BrokerError,
+    BrokerUnavailableError,
+    ConfigError,
+    DataError,
+    DtmsError,
+    InvalidArgumentError,
+    InvalidTransitionError,
+    LeaseError,
+    LeaseLostError,
+    NotLeaderError,
+    SchemaVersionError,
+    StoreBusyError,
+    StoreError,
+    StoreNotFoundError,
+    TradeConflictError,
+    TradeError,
+    TradeNotFoundError,
+    UsedAfterForkError,
+)
+from dtms.models import Action, ActionStatus, Direction, Health, LeaseInfo, LeaseState, Trade, TradeState, Transition
+from dtms.store import Store, open
+
+try:
+    __version__ = version("dtms")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0"
+
+__all__ = [
+    "Action",
+    "ActionStatus",
+    "BrokerError",
+    "BrokerUnavailableError",
+    "ConfigError",
+    "DataError",
+    "Direction",
+    "DtmsError",
+    "Health",
+    "InvalidArgumentError",
+    "InvalidTransitionError",
+    "LeaseError",
+    "LeaseInfo",
+    "LeaseLostError",
+    "LeaseState",
+    "NotLeaderError",
+    "SchemaVersionError",
+    "Store",
+    "StoreBusyError",
+    "StoreError",
+    "StoreNotFoundError",
+    "Trade",
+    "TradeConflictError",
+    "TradeError",
+    "TradeNotFoundError",
+    "TradeState",
+    "Transition",
+    "UsedAfterForkError",
+    "__version__",
+    "open",
+]

@@ -1,0 +1,130 @@
+"""The one exception tree of dtms.
+
+```
+DtmsError(Exception)                                  `except dtms.DtmsError` catches everything of ours
+├── ConfigError(DtmsError, ValueError)                invalid settings
+├── InvalidArgumentError(DtmsError, ValueError)       a bad argument that no pydantic model checks
+├── StoreError(DtmsError)
+│   ├── StoreBusyError(StoreError, TimeoutError)      busy timeout elapsed (from apsw.BusyError)
+│   ├── SchemaVersionError(StoreError)                database newer than this code
+│   ├── StoreNotFoundError(StoreError, FileNotFoundError)  read-only open of a missing database
+│   └── UsedAfterForkError(StoreError, RuntimeError)  a Store or Node touched in a forked child
+├── LeaseError(DtmsError)
+│   ├── NotLeaderError(LeaseError)                    leader-only call on a follower
+│   └── LeaseLostError(LeaseError)                    the epoch moved on: stop writing, send nothing
+├── TradeError(DtmsError)
+│   ├── TradeNotFoundError(TradeError, LookupError)
+│   ├── TradeConflictError(TradeError, ValueError)    same ticket registered with different data
+│   └── InvalidTransitionError(TradeError, ValueError)
+├── BrokerError(DtmsError)
+│   └── BrokerUnavailableError(BrokerError, ConnectionError)   terminal missing, login failed, algo trading off
+└── DataError(DtmsError, ValueError)                  unreadable or inconsistent bars file
+```
+
+Expected broker results are values (`dtms.broker.Outcome`), not exceptions. pydantic's `ValidationError`
+passes through unchanged for invalid input.
+"""
+
+from __future__ import annotations
+
+
+class DtmsError(Exception):
+    """Root of every error dtms raises on purpose."""
+
+
+class ConfigError(DtmsError, ValueError):
+    """Invalid settings."""
+
+
+class InvalidArgumentError(DtmsError, ValueError):
+    """A bad argument to a call whose input is not a pydantic model (a ticket, a limit, a reason)."""
+
+
+class StoreError(DtmsError):
+    """The trade database could not do what was asked."""
+
+
+class StoreBusyError(StoreError, TimeoutError):
+    """Another process held the database write lock for longer than the busy timeout."""
+
+
+class SchemaVersionError(StoreError):
+    """The database was written by a newer dtms than this one."""
+
+
+class StoreNotFoundError(StoreError, FileNotFoundError):
+    """A read-only open named a database that does not exist."""
+
+
+class UsedAfterForkError(StoreError, RuntimeError):
+    """A Store or Node created before `fork()` was used in the child."""
+
+
+class LeaseError(DtmsError):
+    """Leadership problems."""
+
+
+class NotLeaderError(LeaseError):
+    """A leader-only operation was called on a node that does not lead."""
+
+
+class LeaseLostError(LeaseError):
+    """The lease epoch moved on: the caller is no longer leader and must stop writing and sending."""
+
+    def __init__(self, epoch: int | None, current: int | None = None) -> None:
+        self.epoch = epoch
+        self.current = current
+        super().__init__(f"lease epoch {epoch} is no longer current (current: {current})")
+
+    def __reduce__(self) -> tuple[type[LeaseLostError], tuple[int | None, int | None]]:
+        return (type(self), (self.epoch, self.current))
+
+
+class TradeError(DtmsError):
+    """Problems with one trade."""
+
+
+class TradeNotFoundError(TradeError, LookupError):
+    """No trade with that ticket is registered."""
+
+
+class TradeConflictError(TradeError, ValueError):
+    """The ticket is registered already with different data."""
+
+
+class InvalidTransitionError(TradeError, ValueError):
+    """A state change the state machine does not allow."""
+
+
+class BrokerError(DtmsError):
+    """The broker (MetaTrader 5 terminal) could not be used."""
+
+
+class BrokerUnavailableError(BrokerError, ConnectionError):
+    """Terminal missing, login failed, or algorithmic trading disabled."""
+
+
+class DataError(DtmsError, ValueError):
+    """An unreadable or inconsistent bars file."""
+
+
+__all__ = [
+    "BrokerError",
+    "BrokerUnavailableError",
+    "ConfigError",
+    "DataError",
+    "DtmsError",
+    "InvalidArgumentError",
+    "InvalidTransitionError",
+    "LeaseError",
+    "LeaseLostError",
+    "NotLeaderError",
+    "SchemaVersionError",
+    "StoreBusyError",
+    "StoreError",
+    "StoreNotFoundError",
+    "TradeConflictError",
+    "TradeError",
+    "TradeNotFoundError",
+    "UsedAfterForkError",
+]
