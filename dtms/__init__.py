@@ -25,6 +25,8 @@ from dtms.errors import (
     UsedAfterForkError,
 )
 from dtms.models import Action, ActionStatus, Direction, Health, LeaseInfo, LeaseState, Trade, TradeState, Transition
+from dtms.elector import LeaderSeen
+from dtms.node import Node
 from dtms.store import Store, open
 
 try:
@@ -44,10 +46,12 @@ __all__ = [
     "Health",
     "InvalidArgumentError",
     "InvalidTransitionError",
+    "LeaderSeen",
     "LeaseError",
     "LeaseInfo",
     "LeaseLostError",
     "LeaseState",
+    "Node",
     "NotLeaderError",
     "SchemaVersionError",
     "Store",

@@ -34,6 +34,7 @@ class LeaseRow:
     transitions: int
     released: bool
     lock_held: bool
+    lock_inode: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +81,7 @@ def may_take_over(
     *,
     now_boot_ms: int,
     boot_id: str | None,
-    holds_lock: bool,
+    lock_inode: str | None,
     holder_alive: bool | None,
     observation: Observation | None = None,
 ) -> TakeoverReason | None:
@@ -88,7 +89,7 @@ def may_take_over(
 
     Args:
         row: the lease row, read in the same transaction that will write the takeover.
-        holds_lock: the candidate holds the OS lock beside the database.
+        lock_inode: 'dev:ino' of the lock file whose OS lock the candidate holds; None if it holds none.
         holder_alive: whether the row's holder process still runs (pid + start time on this host);
             None when that cannot be known (another host or boot, or no /proc).
     """
@@ -96,13 +97,14 @@ def may_take_over(
         return "first"
     if row.released:
         return "released"
-    # The fast path: the OS lock is ours, and the holder held it, so it exited or released it. A holder
-    # proven alive means the lock file was replaced under it: fall back to expiry.
-    if holds_lock and row.lock_held and holder_alive is not True:
+    # The fast path: we hold the very lock file the holder held, so it exited (the kernel dropped its lock)
+    # or stepped down. Comparing inodes, not probing /proc, avoids racing the kernel's exit bookkeeping; a
+    # lock file replaced under a live holder has another inode and falls through to expiry.
+    if lock_inode is not None and row.lock_held and row.lock_inode == lock_inode:
         return "holder_dead"
     # Degraded state after a hung-leader takeover: the leader runs without the OS lock, and the lock's new
     # owner is next in line. Its death is proven from /proc rather than waiting for the TTL.
-    if holds_lock and not row.lock_held and holder_alive is False:
+    if lock_inode is not None and not row.lock_held and holder_alive is False:
         return "holder_dead"
     if is_expired(row, now_boot_ms=now_boot_ms, boot_id=boot_id, observation=observation):
         return "expired"

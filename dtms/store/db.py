@@ -241,6 +241,22 @@ class StoreCore:
                 raise _translate(exc, self.path) from exc
 
     @contextmanager
+    def _relaxed_sync(self) -> Iterator[None]:
+        """Commit without syncing the WAL (synchronous=NORMAL) for the transactions inside.
+
+        Only for election writes, where takeover latency matters: a lost lease commit after power loss is
+        harmless (the boot id changes, so every old row is stale), and any later FULL commit makes the
+        earlier WAL frames durable too (spec/election.md 4.7).
+        """
+        self._check()
+        with self._lock:
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            try:
+                yield
+            finally:
+                self._conn.execute("PRAGMA synchronous=FULL")
+
+    @contextmanager
     def _read(self) -> Iterator[apsw.Connection]:
         """Statements that only read: one process-wide lock, no transaction left open afterwards."""
         self._check()

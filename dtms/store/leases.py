@@ -14,13 +14,14 @@ from dtms.store.db import StoreCore, from_iso, iso
 
 _LEASE_COLUMNS: Final = (
     "name, epoch, holder_name, host, pid, proc_start, boot_id, token, acquired_at, renewed_at, expires_at, "
-    "expires_boot_ms, renewals, lease_ttl_ms, loop_beat_boot_ms, loop_beat_at, transitions, released, lock_held"
+    "expires_boot_ms, renewals, lease_ttl_ms, loop_beat_boot_ms, loop_beat_at, transitions, released, lock_held, "
+    "lock_inode"
 )
 
 
 def _row(values: tuple[Any, ...]) -> LeaseRow:
-    *head, released, lock_held = values  # the last two columns are SQLite 0/1 flags
-    return LeaseRow(*head, released=bool(released), lock_held=bool(lock_held))
+    *head, released, lock_held, lock_inode = values
+    return LeaseRow(*head, released=bool(released), lock_held=bool(lock_held), lock_inode=lock_inode)
 
 
 def _select(conn: apsw.Connection, name: str) -> LeaseRow | None:
@@ -42,7 +43,7 @@ class LeasesMixin(StoreCore):
         *,
         ttl_ms: int,
         now_boot_ms: int,
-        lock_held: bool,
+        lock_inode: str | None,
         decide: Callable[[LeaseRow | None], TakeoverReason | None],
         name: str = ENGINE_LEASE,
     ) -> tuple[int, TakeoverReason] | None:
@@ -54,22 +55,23 @@ class LeasesMixin(StoreCore):
         """
         wall = iso(self.clock.utc_now())
         expires_wall = iso(self.clock.utc_now() + timedelta(milliseconds=ttl_ms))
-        with self._write() as conn:
+        with self._relaxed_sync(), self._write() as conn:
             row = _select(conn, name)
             reason = decide(row)
             if reason is None:
                 return None
             values = (
                 holder.name, holder.host, holder.pid, holder.proc_start, holder.boot_id, holder.token,
-                wall, wall, expires_wall, now_boot_ms + ttl_ms, ttl_ms, now_boot_ms, wall, int(lock_held),
+                wall, wall, expires_wall, now_boot_ms + ttl_ms, ttl_ms, now_boot_ms, wall,
+                int(lock_inode is not None), lock_inode,
             )
             if row is None:
                 epoch = 1
                 conn.execute(
                     "INSERT INTO lease (name, epoch, holder_name, host, pid, proc_start, boot_id, token, "
                     "acquired_at, renewed_at, expires_at, expires_boot_ms, lease_ttl_ms, loop_beat_boot_ms, "
-                    "loop_beat_at, lock_held, renewals, transitions, released) "
-                    "VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 1, 0)",
+                    "loop_beat_at, lock_held, lock_inode, renewals, transitions, released) "
+                    "VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 1, 0)",
                     (name, *values),
                 )
             else:
@@ -78,7 +80,7 @@ class LeasesMixin(StoreCore):
                     "UPDATE lease SET epoch = epoch + 1, holder_name = ?, host = ?, pid = ?, proc_start = ?, "
                     "boot_id = ?, token = ?, acquired_at = ?, renewed_at = ?, expires_at = ?, "
                     "expires_boot_ms = ?, lease_ttl_ms = ?, loop_beat_boot_ms = ?, loop_beat_at = ?, "
-                    "lock_held = ?, renewals = 0, transitions = transitions + 1, released = 0 "
+                    "lock_held = ?, lock_inode = ?, renewals = 0, transitions = transitions + 1, released = 0 "
                     "WHERE name = ? AND epoch = ?",
                     (*values, name, row.epoch),
                 )
@@ -98,7 +100,7 @@ class LeasesMixin(StoreCore):
         expires_boot_ms: int,
         ttl_ms: int,
         loop_beat_boot_ms: int | None,
-        lock_held: bool | None = None,
+        lock_inode: str | None = None,
         name: str = ENGINE_LEASE,
     ) -> None:
         """Extend the holder's lease (fenced on `epoch`) and record the leader loop's last heartbeat.
@@ -114,10 +116,11 @@ class LeasesMixin(StoreCore):
             conn.execute(
                 "UPDATE lease SET renewed_at = ?, expires_at = ?, expires_boot_ms = ?, lease_ttl_ms = ?, "
                 "renewals = renewals + 1, loop_beat_boot_ms = coalesce(?, loop_beat_boot_ms), "
-                "loop_beat_at = coalesce(?, loop_beat_at), lock_held = coalesce(?, lock_held) WHERE name = ?",
+                "loop_beat_at = coalesce(?, loop_beat_at), lock_held = CASE WHEN ? IS NULL THEN lock_held ELSE 1 END, "
+                "lock_inode = coalesce(?, lock_inode) WHERE name = ?",
                 (
                     iso(now), iso(now + timedelta(milliseconds=ttl_ms)), expires_boot_ms, ttl_ms,
-                    loop_beat_boot_ms, beat_at, None if lock_held is None else int(lock_held), name,
+                    loop_beat_boot_ms, beat_at, lock_inode, lock_inode, name,
                 ),
             )
 
@@ -129,7 +132,8 @@ class LeasesMixin(StoreCore):
         """
         with self.fenced(epoch, name), self._write() as conn:
             conn.execute(
-                "UPDATE lease SET released = 1, lock_held = 0, expires_at = ?, renewed_at = ? WHERE name = ?",
+                "UPDATE lease SET released = 1, lock_held = 0, lock_inode = NULL, expires_at = ?, renewed_at = ? "
+                "WHERE name = ?",
                 (iso(self.clock.utc_now()), iso(self.clock.utc_now()), name),
             )
 

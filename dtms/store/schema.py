@@ -62,7 +62,8 @@ CREATE TABLE lease (
     loop_beat_at      TEXT,
     transitions       INTEGER NOT NULL DEFAULT 0,
     released          INTEGER NOT NULL DEFAULT 0 CHECK (released IN (0, 1)),
-    lock_held         INTEGER NOT NULL DEFAULT 0 CHECK (lock_held IN (0, 1))
+    lock_held         INTEGER NOT NULL DEFAULT 0 CHECK (lock_held IN (0, 1)),
+    lock_inode        TEXT                                   -- 'dev:ino' of the lock file the holder locked
 );
 
 CREATE TABLE lease_history (

@@ -10,7 +10,7 @@ from typing import Any, Final
 import apsw
 
 from dtms.errors import InvalidArgumentError, TradeConflictError
-from dtms.models import Trade, TradeRequest, TradeState, Transition
+from dtms.models import MAX_INT64, Trade, TradeRequest, TradeState, Transition
 from dtms.store.db import StoreCore, dumps, from_iso, iso, query
 
 _TRADE_COLUMNS: Final = (
@@ -162,7 +162,12 @@ class TradesMixin(StoreCore):
     def list_trades(self, state: TradeState | str | None = None, include_closed: bool = False) -> list[Trade]:
         """Registered trades by identifier; CLOSED ones only with `include_closed` or `state='CLOSED'`."""
         if state is not None:
-            wanted = TradeState(state.upper() if isinstance(state, str) else state)
+            try:
+                wanted = TradeState(state.upper() if isinstance(state, str) else state)
+            except ValueError:
+                raise InvalidArgumentError(
+                    f"state must be one of {', '.join(TradeState)}, got {state!r}"
+                ) from None
             rows = self._rows(
                 f"SELECT {_TRADE_COLUMNS} FROM trades WHERE state = ? ORDER BY identifier", (wanted.value,)
             )
@@ -217,12 +222,13 @@ class TradesMixin(StoreCore):
 
 
 def check_id(value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise InvalidArgumentError(f"ticket must be a positive integer, got {value!r}")
+    # Above 2**63 - 1 SQLite cannot bind the value (apsw raises OverflowError): refuse it here instead.
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_INT64:
+        raise InvalidArgumentError(f"ticket must be a positive integer up to 2**63 - 1, got {value!r}")
 
 
 def check_limit(limit: int) -> int:
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= MAX_INT64:
         raise InvalidArgumentError(f"limit must be a positive integer, got {limit!r}")
     return limit
 

@@ -1,0 +1,166 @@
+"""Leader election across real processes: invariants I1-I8 of the election spec."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sys
+import time
+
+import apsw
+import pytest
+from nodeproc import (
+    AUDIT_DDL,
+    CRASH_DEADLINE_S,
+    LONG_TTL,
+    NEGATIVE_WAIT_S,
+    SHORT_TTL,
+    SPAWN_DEADLINE_S,
+    cluster,
+)
+
+import dtms
+
+pytestmark = [
+    pytest.mark.failover,
+    pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL/SIGSTOP and fork are POSIX"),
+]
+
+
+@pytest.fixture
+def db(tmp_path):
+    path = str(tmp_path / "dtms.db")
+    dtms.open(path).close()
+    conn = apsw.Connection(path)
+    conn.execute(AUDIT_DDL)
+    conn.close()
+    return path
+
+
+def test_exactly_one_leader_among_racing_processes(db):
+    """Eight processes started together yield exactly one epoch-1 leader and no second one."""
+    with cluster(db) as c:
+        for i in range(8):
+            c.spawn(f"n{i}")
+        for i in range(8):
+            c.wait("ready", SPAWN_DEADLINE_S, name=f"n{i}")
+        first = c.wait("started", CRASH_DEADLINE_S)
+        assert first["epoch"] == 1
+        c.none_within("started", NEGATIVE_WAIT_S)
+        store = dtms.open(db)
+        lease = store.lease()
+        assert lease is not None and lease.holder is not None
+        assert (lease.epoch, lease.holder.name, lease.lock_held) == (1, first["name"], True)
+        assert [h["epoch"] for h in store.lease_history()] == [1]
+
+
+def test_killed_leader_is_replaced_by_one_follower_with_the_next_epoch(db):
+    """SIGKILL of the leader: one follower leads with epoch + 1 long before the 60 s TTL (I1, I4)."""
+    with cluster(db) as c:
+        for name in ("a", "b", "c"):
+            c.spawn(name)
+            c.wait("ready", SPAWN_DEADLINE_S, name=name)
+        leader = c.wait("started", CRASH_DEADLINE_S)
+        c.kill(leader["name"])
+        nxt = c.wait("started", CRASH_DEADLINE_S)
+        assert nxt["epoch"] == leader["epoch"] + 1
+        assert nxt["name"] != leader["name"]
+        c.none_within("started", NEGATIVE_WAIT_S)
+        history = dtms.open(db).lease_history()
+        assert [(h["epoch"], h["reason"]) for h in history] == [(1, "first"), (2, "holder_dead")]
+
+
+def test_graceful_stop_hands_over_without_waiting_for_the_ttl(db):
+    """node.stop() on the leader: a follower leads at once although the TTL is 60 s (I6)."""
+    with cluster(db) as c:
+        for name in ("a", "b"):
+            c.spawn(name)
+            c.wait("ready", SPAWN_DEADLINE_S, name=name)
+        leader = c.wait("started", CRASH_DEADLINE_S)
+        c.send(leader["name"], "stop")
+        stopped = c.wait("stopped", CRASH_DEADLINE_S, name=leader["name"])
+        assert stopped["reason"] == "stopped"
+        nxt = c.wait("started", CRASH_DEADLINE_S)
+        assert (nxt["epoch"], nxt["name"] != leader["name"]) == (2, True)
+        assert dtms.open(db).lease_history()[-1]["reason"] == "released"
+
+
+def test_stopped_leader_is_replaced_and_fenced_when_it_resumes(db):
+    """SIGSTOP past the TTL: a follower leads; after SIGCONT the old leader is fenced and knows it (I2, I5)."""
+    with cluster(db) as c:
+        c.spawn("a", SHORT_TTL, audit=True)
+        c.wait("ready", SPAWN_DEADLINE_S, name="a")
+        old = c.wait("started", CRASH_DEADLINE_S, name="a")
+        c.spawn("b", SHORT_TTL, audit=True)
+        c.wait("ready", SPAWN_DEADLINE_S, name="b")
+        c.kill("a", signal.SIGSTOP)
+        ttl = SHORT_TTL["lease_ttl_s"]
+        new = c.wait("started", ttl + SHORT_TTL["check_interval_s"] + 5, name="b")
+        assert new["epoch"] == old["epoch"] + 1
+        os.kill(c.procs["a"].pid, signal.SIGCONT)
+        stopped = c.wait("stopped", CRASH_DEADLINE_S, name="a")
+        assert stopped["epoch"] == old["epoch"]
+        assert stopped["reason"] in {"lease_lost", "loop_failed"}
+        c.send("a", "write", old["epoch"])
+        write = c.wait("write", CRASH_DEADLINE_S, name="a")
+        assert (write["ok"], write["error"], write["is_leader"]) == (False, "LeaseLostError", False)
+        store = dtms.open(db)
+        after_resume = [r[0] for r in store._conn.execute("SELECT epoch FROM audit WHERE pid = ? AND seq > "
+                        "(SELECT min(seq) FROM audit WHERE epoch = ?)", (c.procs["a"].pid, new["epoch"]))]
+        assert after_resume == []  # the resumed process committed nothing once epoch 2 had begun
+        assert store.lease_history()[-1]["reason"] == "expired"
+
+
+def test_child_forked_by_the_leader_neither_leads_nor_keeps_the_lock(db, tmp_path):
+    """A sleeping child forked by the leader does not delay takeover, and refuses dtms calls (I8)."""
+    verdict = tmp_path / "child.txt"
+    with cluster(db) as c:
+        for name in ("a", "b"):
+            c.spawn(name)
+            c.wait("ready", SPAWN_DEADLINE_S, name=name)
+        leader = c.wait("started", CRASH_DEADLINE_S)
+        c.send(leader["name"], "fork", 30, str(verdict))
+        forked = c.wait("forked", CRASH_DEADLINE_S)
+        try:
+            deadline = time.monotonic() + CRASH_DEADLINE_S
+            while not verdict.exists() or not verdict.read_text():
+                assert time.monotonic() < deadline, "the forked child never reported"
+                time.sleep(0.01)
+            assert verdict.read_text() == "0"  # both dtms calls in the child raised UsedAfterForkError
+            c.kill(leader["name"])
+            nxt = c.wait("started", CRASH_DEADLINE_S)  # not 30 s later, when the child would exit
+            assert nxt["epoch"] == leader["epoch"] + 1
+        finally:
+            os.kill(forked["child"], signal.SIGKILL)
+
+
+def test_chaos_kills_keep_epochs_contiguous_and_never_commit_stale(db):
+    """Random SIGKILLs among four processes: epochs contiguous, audit epochs never go back (I1, I2)."""
+    kills = int(os.environ.get("DTMS_CHAOS_KILLS", "12"))
+    rng = random.Random(int(os.environ.get("DTMS_CHAOS_SEED", "7")))
+    settings = {**LONG_TTL, "loop_interval_s": 0.005}
+    with cluster(db) as c:
+        serial = 0
+        for _ in range(4):
+            c.spawn(f"n{serial}", settings, audit=True)
+            c.wait("ready", SPAWN_DEADLINE_S, name=f"n{serial}")
+            serial += 1
+        leader = c.wait("started", CRASH_DEADLINE_S)
+        for _ in range(kills):
+            time.sleep(rng.uniform(0.0, 0.05))
+            c.kill(leader["name"])
+            c.procs[leader["name"]].join(5)
+            nxt = c.wait("started", CRASH_DEADLINE_S)
+            assert nxt["epoch"] == leader["epoch"] + 1
+            leader = nxt
+            c.spawn(f"n{serial}", settings, audit=True)
+            c.wait("ready", SPAWN_DEADLINE_S, name=f"n{serial}")
+            serial += 1
+        store = dtms.open(db)
+        epochs = [h["epoch"] for h in store.lease_history()]
+        assert epochs == list(range(1, kills + 2))
+        audit = [r[0] for r in store._conn.execute("SELECT epoch FROM audit ORDER BY seq")]
+        assert audit, "the leaders wrote nothing"
+        assert audit == sorted(audit)
+        assert store.integrity_check() == "ok"

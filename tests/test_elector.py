@@ -1,0 +1,186 @@
+"""The election inside one process: watchdog, fencing of the gateway, and clocks (I3, I5, I7)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import dtms
+from dtms.clock import ManualClock
+from dtms.config import ElectionConfig
+from dtms.elector import Elector
+from dtms.models import ActionStatus
+
+FAST = {
+    "lease_ttl_s": 2.0,
+    "renew_deadline_s": 1.5,
+    "retry_interval_s": 0.2,
+    "check_interval_s": 0.05,
+    "renew_interval_s": 0.3,
+    "send_margin_s": 0.2,
+    "loop_interval_s": 0.02,
+}
+#: Generous for a loaded CI runner; the events themselves arrive within a few hundred ms.
+DEADLINE_S = 10.0
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[object, ...]] = []
+        self.changed = threading.Condition()
+
+    def started(self, epoch: int) -> None:
+        self._add(("started", epoch))
+
+    def stopped(self, epoch: int, reason: str) -> None:
+        self._add(("stopped", epoch, reason))
+
+    def _add(self, event: tuple[object, ...]) -> None:
+        with self.changed:
+            self.events.append(event)
+            self.changed.notify_all()
+
+    def wait_for(self, kind: str) -> tuple[object, ...]:
+        with self.changed:
+            assert self.changed.wait_for(lambda: any(e[0] == kind for e in self.events), DEADLINE_S), self.events
+            return next(e for e in self.events if e[0] == kind)
+
+
+class BlockingWork:
+    """Leader work whose tick blocks until released: a wedged loop."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.ticks = 0
+
+    def start(self, epoch: int) -> None:
+        pass
+
+    def tick(self, epoch: int) -> None:
+        self.ticks += 1
+        if self.ticks > 2:
+            self.release.wait()
+
+    def stop(self) -> None:
+        pass
+
+
+def test_wedged_leader_loop_makes_the_leader_step_down(tmp_path):
+    """A loop that stops beating lets the lease go within the stall limit, and the node knows it (I5)."""
+    rec, work = Recorder(), BlockingWork()
+    settings = ElectionConfig(**FAST, loop_stall_s=0.5, stop_grace_s=0.1, on_wedged="stay")
+    node = dtms.Node(tmp_path / "d.db", name="a", election=settings, work=work,
+                     on_started_leading=rec.started, on_stopped_leading=rec.stopped)
+    try:
+        node.start()
+        assert node.wait_until_leader(DEADLINE_S)
+        stopped = rec.wait_for("stopped")
+        assert stopped == ("stopped", 1, "loop_stalled")
+        assert not node.is_leader
+        lease = node.store.lease()
+        assert lease is not None and lease.state == "released"
+        time.sleep(0.3)
+        assert not node.is_leader, "re-elected itself while its wedged loop still runs"
+    finally:
+        work.release.set()
+        node.close()
+
+
+def test_gateway_sends_nothing_once_the_epoch_is_gone(tmp_path):
+    """A leader whose epoch moved on cannot mark an action sent, so the broker is never called (I3)."""
+    node = dtms.Node(tmp_path / "d.db", name="a", election=ElectionConfig(**FAST))
+    calls: list[int] = []
+    try:
+        node.start()
+        assert node.wait_until_leader(DEADLINE_S)
+        epoch = node.epoch
+        assert epoch is not None
+        node.store.register_trade(1, "EURUSD", "BUY", 1.1, 0.1)
+        action = node.gateway.intent(epoch, identifier=1, action_type="tighten_sl", idempotency_key="t1:0")
+        # Another process takes the lease (here: a second connection forcing a takeover).
+        other = dtms.open(tmp_path / "d.db")
+        other.take_over(node.elector.holder.model_copy(update={"token": "x", "name": "b"}),
+                        ttl_ms=2000, now_boot_ms=0, lock_inode=None, decide=lambda row: "expired")
+        with pytest.raises((dtms.LeaseLostError, dtms.NotLeaderError)):
+            node.gateway.send(epoch, action, {"action": 6}, lambda: calls.append(1))
+        assert calls == []
+        row = other.actions(limit=1)[0]
+        assert (row.status, row.attempts) == (ActionStatus.INTENT, 0)
+        other.close()
+    finally:
+        node.close()
+
+
+def test_gateway_refuses_when_too_little_lease_is_left(tmp_path):
+    """Inside the send margin the gateway refuses, before anything is marked sent."""
+    clock = ManualClock()
+    settings = ElectionConfig(**{**FAST, "check_interval_s": 0.02})
+    node = dtms.Node(tmp_path / "d.db", name="a", election=settings, clock=clock)
+    try:
+        node.start()
+        assert node.wait_until_leader(DEADLINE_S)
+        epoch = node.epoch
+        assert epoch is not None
+        node.elector._next_renew_ms = 10**15  # hold renewals so the lease runs down on the manual clock
+        node.store.register_trade(1, "EURUSD", "BUY", 1.1, 0.1)
+        action = node.gateway.intent(epoch, identifier=1, action_type="tighten_sl", idempotency_key="k")
+        clock.advance(settings.lease_ttl_s - settings.send_margin_s / 2)
+        with pytest.raises(dtms.NotLeaderError):
+            node.gateway.send(epoch, action, {}, lambda: pytest.fail("sent"))
+    finally:
+        node.close()
+
+
+def _elector(path, name: str, clock: ManualClock, rec: Recorder) -> Elector:
+    return Elector(dtms.open(path, clock=clock), name=name, settings=ElectionConfig(**FAST), clock=clock,
+                   on_started_leading=rec.started, on_stopped_leading=rec.stopped)
+
+
+def test_wall_clock_steps_neither_expire_a_live_lease_nor_extend_a_dead_one(tmp_path):
+    """Stepping the wall clock by a day either way changes no verdict; the boot clock decides (I7)."""
+    clock = ManualClock()
+    path = tmp_path / "d.db"
+    rec_a, rec_b = Recorder(), Recorder()
+    a, b = _elector(path, "a", clock, rec_a), _elector(path, "b", clock, rec_b)
+    try:
+        a.start()
+        assert a.wait_until_leader(DEADLINE_S)
+        b.start()
+        for step in (86_400, -3_600, -86_400):
+            clock.step_wall(step)
+            time.sleep(0.2)  # several check intervals of b's heart
+            assert a.is_leader and not b.is_leader
+        # Freeze a (its threads stop, its lock stays held): its lease is now dead but unexpired.
+        a._stop.set()
+        a._wake.set()
+        clock.step_wall(-86_400)
+        clock.advance(FAST["lease_ttl_s"] - 0.1)
+        time.sleep(0.2)
+        assert not b.is_leader
+        clock.advance(0.1)
+        assert b.wait_until_leader(DEADLINE_S)
+        assert b.store.lease_history()[-1]["reason"] == "expired"
+        assert not a.is_leader  # a's own validity ended at the same boot-clock instant
+    finally:
+        b.stop()
+        a.stop()
+
+
+def test_a_different_boot_id_marks_the_lease_stale_at_once(tmp_path):
+    """A lease written in another boot is taken over without waiting for its TTL (I7)."""
+    path = tmp_path / "d.db"
+    old = ManualClock(boot_id="old-boot")
+    store = dtms.open(path, clock=old)
+    holder = dtms.models.Holder(name="ghost", host="h", pid=1, proc_start=None, boot_id="old-boot", token="g")
+    store.take_over(holder, ttl_ms=60_000, now_boot_ms=old.boot_ms(), lock_inode=None, decide=lambda r: "first")
+    clock = ManualClock(boot_id="new-boot")
+    rec = Recorder()
+    b = _elector(path, "b", clock, rec)
+    try:
+        b.start()
+        assert b.wait_until_leader(DEADLINE_S)
+        assert b.store.lease_history()[-1]["reason"] == "expired"
+    finally:
+        b.stop()
