@@ -96,4 +96,19 @@ class Gateway:
         self.store.record_outcome(epoch, action.action_id, status, result=result, retcode=retcode, error=error)
 
 
-__all__ = ["Gateway", "Leadership"]
+
+
+
+class SoleLeadership:
+    """Leadership for a process that holds the lease alone and is not elected (replay, tests): a fixed epoch."""
+
+    def __init__(self, epoch: int) -> None:
+        self._epoch = epoch
+
+    @property
+    def epoch(self) -> int | None:
+        return self._epoch
+
+    def remaining_ms(self) -> int:
+        return 2**62
+__all__ = ["Gateway", "Leadership", "SoleLeadership"]

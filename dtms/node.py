@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any, Final, Protocol
 
 from dtms.clock import Clock, SystemClock
 from dtms.config import Config, ElectionConfig
 from dtms.elector import Elector, LeaderSeen
 from dtms.errors import LeaseError, LeaseLostError
+from dtms.events import Hook, Notifier
 from dtms.gateway import Gateway
 from dtms.store import Store
 from dtms.store import open as open_store
@@ -36,7 +38,11 @@ class LeaderWork(Protocol):
 
 
 class Node:
-    """Joins the election for a dtms database; leads (runs the loop) or follows (reads and registers).
+    """Joins the election for a dtms database; leads (runs the engine loop) or follows (reads and registers).
+
+    With a `broker` (e.g. `dtms.broker.MT5Broker()`), the leader runs the engine on it; `now` is the trading
+    clock (the simulated terminal's `term.now` in demos and replays, UTC wall time by default); `hooks` receive
+    typed events (the default logs them).
 
     ```python
     with dtms.Node("data/dtms.db", name="telegram-bot") as node:
@@ -58,6 +64,8 @@ class Node:
         election: ElectionConfig | None = None,
         clock: Clock | None = None,
         work: LeaderWork | None = None,
+        now: Callable[[], datetime] | None = None,
+        hooks: Iterable[Hook] | None = None,
         on_started_leading: Callable[[int], object] | None = None,
         on_stopped_leading: Callable[[int, str], object] | None = None,
         on_new_leader: Callable[[LeaderSeen], object] | None = None,
@@ -69,7 +77,8 @@ class Node:
         self.broker = broker
         self.store: Store = open_store(path, clock=self.clock)
         self._key = str(self.store.path)
-        self._work = work
+        self.now: Callable[[], datetime] = now or self.clock.utc_now
+        self.notifier = Notifier(hooks, attempts=self.config.notify.hook_attempts)
         self._loop_stop = threading.Event()
         self._loop_thread: threading.Thread | None = None
         self._data_version = -1
@@ -87,6 +96,12 @@ class Node:
             on_new_leader=on_new_leader,
         )
         self.gateway = Gateway(self.store, self.elector, send_margin_s=self.settings.send_margin_s)
+        self._work = work
+        if work is None and broker is not None:
+            from dtms.engine.cycle import Engine  # numpy-heavy: only a process that manages trades loads it
+
+            self._work = Engine(self.store, broker, self.gateway, self.config, now=self.now, notifier=self.notifier,
+                                wait=lambda s: self._loop_stop.wait(s))  # fmt: skip
 
     # -- public -----------------------------------------------------------------------------------------
 
@@ -162,7 +177,8 @@ class Node:
 
     def _loop(self, epoch: int, stop: threading.Event) -> None:
         elector = self.elector
-        interval = self.settings.loop_interval_s
+        # An engine ticks at loop.tick_s; a bare node only beats, at the election's loop interval.
+        interval = self.config.loop.tick_s if self._work is not None else self.settings.loop_interval_s
         try:
             if self._work is not None:
                 self._work.start(epoch)

@@ -8,8 +8,10 @@ from typing import Final
 from dtms.clock import Clock
 from dtms.models import Health, LeaseState
 from dtms.store.db import DEFAULT_BUSY_TIMEOUT_S
+from dtms.store.engine import EngineMixin, TradeUpdate
 from dtms.store.journal import JournalMixin
 from dtms.store.leases import LeasesMixin
+from dtms.store.settings import SettingsMixin
 from dtms.store.trades import TradesMixin
 
 #: A leader whose loop has not beaten for this long is stale: other managers read dtms_state as UNKNOWN
@@ -17,7 +19,7 @@ from dtms.store.trades import TradesMixin
 STALE_LEADER_S: Final = 30.0
 
 
-class Store(TradesMixin, LeasesMixin, JournalMixin):
+class Store(TradesMixin, LeasesMixin, JournalMixin, EngineMixin, SettingsMixin):
     """The shared trade database of every dtms process: trades, the lease, the journal.
 
     One connection per process, shared by its threads behind one lock; every write is BEGIN IMMEDIATE.
@@ -66,4 +68,4 @@ def open(  # noqa: A001  # dtms.open mirrors the builtin on purpose: it is the l
     )
 
 
-__all__ = ["STALE_LEADER_S", "Store", "open"]
+__all__ = ["STALE_LEADER_S", "Store", "TradeUpdate", "open"]

@@ -1,0 +1,434 @@
+"""Engine.tick(epoch): one monitoring cycle: fast checks, deep checks, transitions, rails and status."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from dtms.broker.base import Broker, Position, Tick
+from dtms.config import Config
+from dtms.engine import cadence, machine
+from dtms.engine import rails as rl
+from dtms.engine import signals as sg
+from dtms.engine.execute import Context, Executor
+from dtms.engine.market import spread_points, symbol_key
+from dtms.engine.symbols import SymbolData
+from dtms.engine.transitions import Transitions
+from dtms.errors import BrokerError, DataError
+from dtms.events import Event, Notifier
+from dtms.gateway import Gateway
+from dtms.models import Direction, Trade, TradeState
+from dtms.store import Store, TradeUpdate
+
+log = logging.getLogger(__name__)
+
+DEAL_REASONS = {"sl": "sl", "tp": "tp", "so": "stop_out", "client": "client", "mobile": "client", "web": "client"}
+
+
+def _at(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
+class Engine:
+    """The leader's work: every `tick` runs the checks that are due, from one trading clock `now()`.
+
+    It is a `dtms.node.LeaderWork`: the Node calls `start(epoch)` when it begins leading, `tick(epoch)` once per
+    loop interval, `stop()` when leading ends. Everything it needs to resume lives in the database.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        broker: Broker,
+        gateway: Gateway,
+        config: Config,
+        *,
+        now: Callable[[], datetime],
+        notifier: Notifier | None = None,
+        wait: Callable[[float], object] = lambda s: None,
+    ) -> None:
+        self.store, self.broker, self.config, self.now = store, broker, config, now
+        self.notifier = notifier or Notifier(attempts=config.notify.hook_attempts)
+        self.executor = Executor(broker, gateway, config, wait=wait)
+        self.transitions = Transitions(store, self.executor, self.notifier, self._context)
+        self.symbols: dict[str, SymbolData] = {}
+        self._tick_no = 0
+        self._hedging = True
+        self._account_state = rl.TradingState.ACTIVE
+        self._symbol_states: dict[str, rl.TradingState] = {}
+        self._tripped: dict[str, tuple[str, ...]] = {}
+        self._ticks: dict[str, Tick] = {}
+        self._calendar: tuple[float, tuple[rl.NewsEvent, ...]] | None = None
+        self._counters = {"fast_checks": 0, "deep_checks": 0, "transitions": 0}
+        self._started_at: datetime | None = None
+        self._last_reconcile: datetime | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    def start(self, epoch: int) -> None:
+        """Connect, then finish or reconcile whatever the previous leader left in flight (spec §10)."""
+        self.broker.connect()
+        now = self.now()
+        self._started_at = now
+        self.reconcile(epoch, now)
+        self._emit("engine_started", now, epoch=epoch, active_trades=self.store.count_trades(include_closed=False))
+
+    def stop(self) -> None:
+        self._emit("engine_stopped", self.now())
+
+    def reconcile(self, epoch: int, now: datetime) -> None:
+        """Drive every pending transition and open action from the journal before any new decision."""
+        self._last_reconcile = now
+        for tr in self.store.pending_transitions():
+            self.transitions.drive(epoch, tr["transition_id"], now)
+        for trade in self.store.list_trades():
+            self.transitions.retry_open_actions(epoch, trade, now)
+
+    # -- the cycle ------------------------------------------------------------------------------------
+
+    def tick(self, epoch: int) -> None:
+        self._tick_no += 1
+        self._ticks.clear()
+        now = self.now()
+        trades = self.store.list_trades()
+        halted = bool(self.store.setting("trading.halted", False))
+        if trades:
+            try:
+                snapshot: dict[int, Position] | None = {p.identifier: p for p in self.broker.positions()}
+            except BrokerError as exc:  # unknown is not empty: nothing is closed or purged on it (B-FSM-6)
+                log.warning("dtms: positions unavailable: %s", exc)
+                snapshot = None
+            self._account_rails(epoch, now, halted)
+            updates: dict[int, TradeUpdate] = {}
+            for trade in trades:
+                try:
+                    update = self._trade(epoch, trade, now, snapshot)
+                except BrokerError as exc:
+                    log.warning("dtms: trade %d skipped this tick: %s", trade.identifier, exc)
+                    continue
+                if update is not None:
+                    updates[trade.identifier] = update
+            if updates:
+                self.store.update_trades(epoch, updates)
+            interval = timedelta(seconds=self.config.reconcile.interval_s)
+            if self._last_reconcile is None or now - self._last_reconcile >= interval:
+                self.reconcile(epoch, now)
+        self._write_status(epoch, now, halted)
+
+    def _trade(self, epoch: int, trade: Trade, now: datetime, snapshot: dict[int, Position] | None) -> TradeUpdate | None:  # fmt: skip
+        eng = trade.engine
+        pending = eng.get("pending_transition")
+        if pending is not None:  # no new evaluation while a transition is unresolved (spec §5.1)
+            if self._trading_state(trade.symbol) is not rl.TradingState.HALTED:
+                self.transitions.drive(epoch, int(pending), now)
+            return None
+        sym = self._symbol(trade.symbol)
+        volatility = sym.regime.volatility if sym.regime else None
+        flat = bool(sym.regime and sym.regime.is_flat)
+        interval = cadence.fast_interval_s(trade.state, volatility, flat, self.config)
+        if not cadence.fast_due(_at(eng.get("last_fast_at")), now, interval):
+            return None
+        return self._fast(epoch, trade, sym, now, snapshot)
+
+    def _fast(self, epoch: int, trade: Trade, sym: SymbolData, now: datetime, snapshot: dict[int, Position] | None) -> TradeUpdate | None:  # fmt: skip
+        """The fast check (spec §6.3): broker truth, quote, bars, start conditions, timers, triggers."""
+        self._counters["fast_checks"] += 1
+        eng = trade.engine
+        cols: dict[str, Any] = {}
+        patch: dict[str, Any] = {"last_fast_at": now.isoformat()}
+        if snapshot is None:
+            return None  # positions unknown this tick: try again next tick, change nothing
+        position = snapshot.get(trade.identifier)
+        if position is None:
+            return self._missing(epoch, trade, now, patch)
+        if eng.get("missing_since"):
+            patch["missing_since"] = None
+        self._sync(trade, position, cols, patch, now)
+        sym.refresh(self.broker, now, self._tick_no)
+        tick = self._tick(trade.symbol)
+        spec = self.broker.symbol(trade.symbol)
+        finished = sym.record_spread(spread_points(tick.bid, tick.ask, spec.point), now)
+        if finished is not None:
+            self.store.set_setting(f"spread.{trade.symbol}", sym.hourly_medians, epoch=epoch)
+        direction = trade.direction
+        close_price = tick.bid if direction is Direction.BUY else tick.ask
+        r = trade.r
+        if r is None and sym.ready:
+            atr = sym.evaluate(direction, 0, False)
+            if atr is not None and atr.atr_m15:
+                r = atr.atr_m15 * self.config.actions.r_fallback_atr
+                cols.update(r=r, r_source="atr")
+        r_multiple = direction.sign * (close_price - trade.entry_price) / r if r else None
+        patch["r_multiple"] = r_multiple
+        patch["broker"] = {"volume": position.volume, "price_current": position.price_current,
+                           "profit": position.profit, "sl": position.sl, "tp": position.tp}  # fmt: skip
+        counter, flip = self._vwap_state(trade, sym, patch)
+        just_activated = False
+        if trade.armed:
+            age = (now - trade.registered_at).total_seconds()
+            reason = cadence.activation(r_multiple, age, self.config)
+            if reason is None:
+                return TradeUpdate(cols, patch)
+            cols.update(armed=0, activated_at=now, activation_reason=reason.value)
+            just_activated = True
+            self._emit("monitoring_started", now, identifier=trade.identifier, symbol=trade.symbol,
+                       direction=direction.value, reason=reason.value, r_multiple=r_multiple)  # fmt: skip
+        self.transitions.retry_open_actions(epoch, trade, now)
+        view = self._view(trade)
+        expired = machine.timer_forces_deep_check(view, now, self.config)
+        event = None
+        if sym.thresholds is not None:
+            event = cadence.event_trigger(sym.slope(), sym.thresholds.vwap, counter, (tick.bid + tick.ask) / 2,
+                                          eng.get("mid_at_last_deep"), self.config)  # fmt: skip
+        due = cadence.deep_due(_at(eng.get("last_deep_at")), now, self.config, just_activated=just_activated,
+                               timer_expired=expired, event=event)  # fmt: skip
+        state = self._trading_state(trade.symbol)
+        stale = rl.data_stale(sym.m5.newest_final_time, now, self.config, ready=sym.ready)
+        if due is None:
+            return TradeUpdate(cols, patch)
+        if state is rl.TradingState.HALTED or stale:
+            patch["deep_skipped"] = "halted" if state is rl.TradingState.HALTED else "data_stale"
+            return TradeUpdate(cols, patch)
+        return self._deep(epoch, trade, sym, now, tick, view, counter, flip, cols, patch)
+
+    def _deep(self, epoch: int, trade: Trade, sym: SymbolData, now: datetime, tick: Tick, view: machine.TradeView,
+              counter: int, flip: bool, cols: dict[str, Any], patch: dict[str, Any]) -> TradeUpdate | None:  # fmt: skip
+        """The deep check: six signals, score, one state-machine step, its actions (spec §4, §5)."""
+        evaluation = sym.evaluate(trade.direction, counter, flip)
+        if evaluation is None:
+            patch["deep_skipped"] = "data_not_ready"
+            return TradeUpdate(cols, patch)
+        self._counters["deep_checks"] += 1
+        warnings = sg.update_warnings(self._warnings(trade), sg.warning_hits(evaluation, self.config), now,
+                                      self.config)  # fmt: skip
+        patch.update(
+            last_deep_at=now.isoformat(), mid_at_last_deep=(tick.bid + tick.ask) / 2, deep_skipped=None,
+            warnings={k: {"count": w.count, "expires_at": w.expires_at.isoformat() if w.expires_at else None}
+                      for k, w in warnings.items()},
+            evaluation=_summary(evaluation),
+        )  # fmt: skip
+        cols["score"] = round(evaluation.score, 6)
+        # Persist the check before acting: a transition then reads the same row the deep check wrote.
+        self.store.update_trades(epoch, {trade.identifier: TradeUpdate(cols, patch)})
+        step = machine.step(view, evaluation, now, self.config)
+        if step.changed and (step.new_state is not step.from_state or step.actions):
+            self._counters["transitions"] += 1
+            fresh = self.store.get_trade(trade.identifier)
+            if fresh is not None and fresh.is_open:
+                self.transitions.begin(epoch, fresh, step, now, evaluation.score)
+        return None
+
+    # -- pieces ---------------------------------------------------------------------------------------
+
+    def _missing(self, epoch: int, trade: Trade, now: datetime, patch: dict[str, Any]) -> TradeUpdate | None:
+        """Not in the bulk list: closed only on a per-identifier answer, twice, 10 s apart, or a closing deal."""
+        position = self.broker.position(trade.identifier)  # raises on an unknown answer: nothing changes
+        if position is not None:
+            return TradeUpdate({}, patch)
+        deals = [d for d in self.broker.deals(trade.identifier) if d.entry in ("out", "out_by")]
+        first = _at(trade.engine.get("missing_since"))
+        confirmed = first is not None and (now - first).total_seconds() >= self.config.reconcile.missing_interval_s
+        if not deals and not confirmed:
+            patch["missing_since"] = (first or now).isoformat()
+            return TradeUpdate({}, patch)
+        reason = DEAL_REASONS.get(deals[-1].reason, "unknown") if deals else "unknown"
+        if deals and deals[-1].comment.startswith("dtms-"):
+            reason = f"dtms:{deals[-1].comment}"
+        self.store.update_trades(epoch, {trade.identifier: TradeUpdate({}, {**patch, "exit": {
+            "reason": reason, "price": deals[-1].price if deals else None,
+            "profit": sum(d.profit for d in deals)}})})  # fmt: skip
+        fresh = self.store.get_trade(trade.identifier)
+        if fresh is not None and fresh.is_open:
+            step = replace(machine.external_close(self._view(fresh)), reason=f"external_close:{reason}")
+            self._emit("external_change", now, identifier=trade.identifier, kind="close", deal_reason=reason)
+            self.transitions.begin(epoch, fresh, step, now, fresh.score)
+        return None
+
+    def _sync(self, trade: Trade, position: Position, cols: dict[str, Any], patch: dict[str, Any], now: datetime) -> None:  # fmt: skip
+        """Broker truth wins for volume, SL, TP and ticket; the initial SL and R never change (spec §8.4)."""
+        eps = 1e-9
+        if position.volume < trade.volume - eps:
+            cols.update(volume=position.volume, closed_volume=max(0.0, trade.initial_volume - position.volume))
+            self._emit("external_change", now, identifier=trade.identifier, kind="partial_close",
+                       volume=position.volume, previous=trade.volume)  # fmt: skip
+        elif position.volume > trade.volume + eps:
+            cols.update(volume=position.volume, initial_volume=trade.initial_volume + position.volume - trade.volume)
+        if position.sl != trade.sl:
+            cols["sl"] = position.sl
+        if position.tp != trade.tp:
+            cols["tp"] = position.tp
+        if position.ticket != trade.ticket:
+            cols["ticket"] = position.ticket
+
+    def _vwap_state(self, trade: Trade, sym: SymbolData, patch: dict[str, Any]) -> tuple[int, bool]:
+        eng = trade.engine
+        counter = int(eng.get("vwap_cross_counter", 0))
+        flip = bool(eng.get("vwap_flip_active", False))
+        last = eng.get("last_cross_bar")
+        bars = sym.new_final_m5(last)
+        for row in bars:
+            counter = sg.update_cross_counter(counter, float(row["close"]), sym.vwap.series.get(int(row["time"])),
+                                              trade.direction)  # fmt: skip
+        if len(bars):
+            patch["last_cross_bar"] = int(bars["time"][-1])
+        if sym.thresholds is not None:
+            flip = sg.update_flip_flag(flip, sym.slope(), sym.thresholds.vwap, counter, trade.direction, self.config)
+        patch.update(vwap_cross_counter=counter, vwap_flip_active=flip)
+        return counter, flip
+
+    def _view(self, trade: Trade) -> machine.TradeView:
+        eng = trade.engine
+        return machine.TradeView(
+            state=trade.state, direction=trade.direction, state_entered_at=trade.state_at,
+            flat_timer_started_at=_at(eng.get("flat_timer_started_at")),
+            recovery_timer_started_at=_at(eng.get("recovery_timer_started_at")),
+            last_trail_bar_time=eng.get("last_trail_bar_time"),
+        )  # fmt: skip
+
+    @staticmethod
+    def _warnings(trade: Trade) -> dict[str, sg.WarningCounter]:
+        raw = trade.engine.get("warnings") or {}
+        return {k: sg.WarningCounter(int(v["count"]), _at(v.get("expires_at"))) for k, v in raw.items()}
+
+    def _symbol(self, symbol: str) -> SymbolData:
+        data = self.symbols.get(symbol)
+        if data is None:
+            sc = self.config.symbols
+            key, matched = symbol_key(symbol, sc.vwap_base.keys(), sc.aliases, sc.suffix_pattern)
+            if not matched:
+                log.warning("dtms: %s has no per-symbol settings; using the defaults", symbol)
+            data = self.symbols[symbol] = SymbolData(symbol, key, self.config)
+            data.hourly_medians = list(self.store.setting(f"spread.{symbol}", []))
+        return data
+
+    def _tick(self, symbol: str) -> Tick:
+        tick = self._ticks.get(symbol)
+        if tick is None:
+            tick = self._ticks[symbol] = self.broker.tick(symbol)
+        return tick
+
+    def _context(self, trade: Trade, target: TradeState | None) -> Context:
+        sym = self.symbols.get(trade.symbol)
+        swing_low = swing_high = atr = None
+        if sym is not None and sym.ready:
+            ev = sym.evaluate(trade.direction, int(trade.engine.get("vwap_cross_counter", 0)),
+                              bool(trade.engine.get("vwap_flip_active", False)))  # fmt: skip
+            if ev is not None:
+                atr = ev.atr_m15
+                levels = ev.signal(sg.SignalName.STRUCTURE).levels or {}
+                swing_low, swing_high = levels.get("swl"), levels.get("sh")
+        return Context(now=self.now(), trading_state=self._trading_state(trade.symbol), hedging_account=self._hedging,
+                       atr_m15=atr, target_state=target, swing_low=swing_low, swing_high=swing_high)  # fmt: skip
+
+    # -- rails ----------------------------------------------------------------------------------------
+
+    def _trading_state(self, symbol: str) -> rl.TradingState:
+        return rl.worse(self._account_state, self._symbol_states.get(symbol, rl.TradingState.ACTIVE))
+
+    def _account_rails(self, epoch: int, now: datetime, halted: bool) -> None:
+        """Daily and hourly loss, consecutive stops (account); news and spread (per symbol) (spec §7)."""
+        rails: dict[str, bool] = {}
+        try:
+            account = self.broker.account()
+        except BrokerError:
+            account = None
+        if account is not None:
+            hedging = self.config.broker.hedging
+            self._hedging = account.is_hedging if hedging == "auto" else bool(hedging)
+            day, hour = rl.day_start(now).isoformat(), rl.hour_start(now).isoformat()
+            base = self.store.setting("rails.baseline") or {}
+            if base.get("day") != day:
+                base.update(day=day, b0=account.balance)
+            if base.get("hour") != hour:
+                base.update(hour=hour, equity_hour=account.equity)
+            self.store.set_setting("rails.baseline", base, epoch=epoch)
+            rails["daily_loss"] = rl.daily_loss_tripped(base["b0"], account.equity, self.config)
+            rails["hourly_loss"] = rl.hourly_loss_tripped(base["equity_hour"], account.equity, base["b0"], self.config)
+            rails["consecutive_stops"] = self._consecutive_stops(now)
+        previous = self._account_state
+        self._account_state = rl.evaluate(rails, {}, halted=halted).account
+        if self._account_state is not previous:
+            self._emit("rail_changed", now, scope="account", state=self._account_state.value,
+                       tripped=[k for k, v in rails.items() if v])  # fmt: skip
+        events = self._news()
+        for symbol, data in self.symbols.items():
+            sym_rails = {"spread_spike": bool(data.spread_samples) and rl.spread_spike(
+                data.spread_samples[-1], data.hourly_medians, self.config)}  # fmt: skip
+            if events:
+                currencies = rl.symbol_currencies(data.key, self.config)
+                sym_rails["news"] = rl.news_blackout(events, currencies, now, self.config) is not None
+            verdict = rl.evaluate({}, sym_rails)
+            self._symbol_states[symbol] = verdict.symbol
+            self._tripped[symbol] = verdict.tripped
+        self._tripped["account"] = tuple(k for k, v in rails.items() if v)
+
+    def _consecutive_stops(self, now: datetime) -> bool:
+        try:
+            deals = self.broker.deals(since=rl.day_start(now))
+        except BrokerError:
+            return False
+        closed = [rl.ClosedPosition(d.executed_at, d.reason == "sl", d.profit)
+                  for d in deals if d.entry in ("out", "out_by")]  # fmt: skip
+        reset = _at(self.store.setting("rails.reset_at"))
+        return rl.consecutive_stops_tripped(closed, now, self.config, reset)
+
+    def _news(self) -> tuple[rl.NewsEvent, ...]:
+        path = self.config.rails.news.calendar_path
+        if path is None:
+            return ()
+        try:
+            mtime = Path(path).stat().st_mtime
+        except OSError:
+            return ()
+        if self._calendar is None or self._calendar[0] != mtime:
+            try:
+                self._calendar = (mtime, rl.parse_calendar(Path(path).read_text()))
+            except (OSError, DataError) as exc:
+                log.warning("dtms: news calendar %s unusable, keeping the last good copy: %s", path, exc)
+                return self._calendar[1] if self._calendar else ()
+        return self._calendar[1]
+
+    # -- status ---------------------------------------------------------------------------------------
+
+    def _write_status(self, epoch: int, now: datetime, halted: bool) -> None:
+        status = {
+            "epoch": epoch,
+            "started_at": self._started_at.isoformat() if self._started_at else None,
+            "tick_at": now.isoformat(),
+            "ticks": self._tick_no,
+            "halted": halted,
+            "trading_state": {"account": self._account_state.value,
+                              **{s: self._trading_state(s).value for s in self.symbols}},  # fmt: skip
+            "tripped": {k: list(v) for k, v in self._tripped.items()},
+            "counters": dict(self._counters),
+            "data_health": {s: d.health() for s, d in self.symbols.items()},
+            "hedging_account": self._hedging,
+        }
+        self.store.set_setting("engine.status", status, epoch=epoch)
+
+    def _emit(self, event: Any, now: datetime, **fields: Any) -> None:
+        self.notifier.emit(Event(event, now, fields))
+
+
+def _summary(e: sg.Evaluation) -> dict[str, Any]:
+    return {
+        "score": round(e.score, 4),
+        "confluence": e.confluence.value,
+        "confluence_ratio": round(e.confluence_ratio, 4),
+        "analysis": e.analysis,
+        "signals": {s.name.value: {"raw": s.raw, "weight": round(e.weights[s.name], 4), "reason": s.reason}
+                    for s in e.signals},  # fmt: skip
+        "regime": {"session": e.regime.session.value, "volatility": e.regime.volatility.value,
+                   "structure": e.regime.structure.value},  # fmt: skip
+        "thresholds": {"vwap": e.thresholds.vwap, "rsi": e.thresholds.rsi},
+        "vwap_flip_active": e.vwap_flip_active,
+        "atr_m15": e.atr_m15,
+        "bar_time": e.bar_time,
+    }
+
+
+__all__ = ["Engine"]

@@ -1,0 +1,146 @@
+"""Per-symbol market state shared by every trade on the symbol: bar windows, VWAP, regime, spread, evaluations."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from dtms.broker.base import Broker
+from dtms.config import Config
+from dtms.engine import regime as rg
+from dtms.engine import signals as sg
+from dtms.engine.market import M5_S, M15_S, BarWindow, SessionVwap, spread_median
+from dtms.errors import BrokerError
+from dtms.models import Direction
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SymbolData:
+    """One symbol's windows (created once, never reset by a new trade: B-DATA-4) and what derives from them."""
+
+    symbol: str
+    key: str
+    config: Config
+    m5: BarWindow = field(init=False)
+    m15: BarWindow = field(init=False)
+    vwap: SessionVwap = field(init=False)
+    ready: bool = False
+    regime: rg.Regime | None = None
+    thresholds: rg.Thresholds | None = None
+    atr_m15: float | None = None
+    refreshed_tick: int = -1
+    spread_hour: int | None = None
+    spread_samples: list[float] = field(default_factory=list)
+    hourly_medians: list[float] = field(default_factory=list)
+    last_error: str | None = None
+    _cache: dict[tuple[Any, ...], sg.Evaluation] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        dc = self.config.data
+        self.m5 = BarWindow(M5_S, dc.m5_window, dc.partial_bar_delay_s)
+        self.m15 = BarWindow(M15_S, dc.m15_window, dc.partial_bar_delay_s)
+        vc = self.config.vwap
+        self.vwap = SessionVwap(vc.session_timezone, vc.session_start)
+
+    def refresh(self, broker: Broker, now: datetime, tick_no: int) -> None:
+        """Fetch the newest bars once per loop tick (backfill the windows first), then update VWAP and regime.
+
+        A failed fetch leaves the symbol as it was ("not ready" before its first backfill): the data rail trips.
+        """
+        if self.refreshed_tick == tick_no:
+            return
+        self.refreshed_tick = tick_no
+        dc = self.config.data
+        try:
+            m5_n = dc.m5_fetch if self.ready else dc.m5_window + 1
+            m15_n = dc.m15_fetch if self.ready else dc.m15_window + 1
+            m5, m15 = broker.bars(self.symbol, "M5", m5_n), broker.bars(self.symbol, "M15", m15_n)
+            if self.ready and (self.m5.missing_range(m5) or self.m15.missing_range(m15)):
+                # The fetch did not overlap the windows (downtime): fetch a whole window again (spec §2.3).
+                m5 = broker.bars(self.symbol, "M5", dc.m5_window + 1)
+                m15 = broker.bars(self.symbol, "M15", dc.m15_window + 1)
+        except BrokerError as exc:
+            self.last_error = str(exc)
+            log.warning("dtms: bars for %s unavailable: %s", self.symbol, exc)
+            return
+        r5 = self.m5.merge(m5, now)
+        r15 = self.m15.merge(m15, now)
+        self.ready = len(self.m5) > 0 and len(self.m15) > 0
+        self.last_error = None
+        if r5.appended or r5.revised:
+            self.vwap.update(self.m5.final(), r5.revised)
+            self._cache.clear()
+        if r15.appended or r15.revised or self.regime is None:
+            self._classify(now)
+        elif self.regime is not None and rg.session_at(now)[0] is not self.regime.session:
+            self._classify(now)
+
+    def _classify(self, now: datetime) -> None:
+        bars = self.m15.final()
+        self.regime = rg.classify(bars, now, self.config)
+        self.thresholds = rg.thresholds(self.regime, self.key, self.config)
+        self._cache.clear()
+
+    def record_spread(self, points: float, now: datetime) -> float | None:
+        """Keep this hour's spread samples; at a new UTC hour, persist the last hour's median (spec §2.8)."""
+        hour = int(now.timestamp()) // 3600
+        finished = None
+        if self.spread_hour is not None and hour != self.spread_hour and self.spread_samples:
+            finished = spread_median(self.spread_samples)
+            if finished is not None:
+                self.hourly_medians = [*self.hourly_medians, finished][-self.config.rails.spread.samples :]
+            self.spread_samples = []
+        self.spread_hour = hour
+        self.spread_samples.append(points)
+        return finished
+
+    def vwap_values(self) -> list[float]:
+        return list(self.vwap.series.values())
+
+    def slope(self) -> float:
+        return self.vwap.slope(self.config.vwap.slope_bars)
+
+    def new_final_m5(self, after: int | None) -> NDArray[np.void]:
+        """Final M5 bars of the current VWAP session opened after `after` (for per-trade cross counters)."""
+        bars = self.m5.final()
+        if after is not None:
+            bars = bars[bars["time"] > after]
+        series = self.vwap.series
+        return bars[np.isin(bars["time"], np.fromiter(series.keys(), dtype=np.int64, count=len(series)))]
+
+    def evaluate(self, direction: Direction, counter: int, flip: bool) -> sg.Evaluation | None:
+        """The six signals for one trade direction and VWAP view; cached while the bars do not change."""
+        if not self.ready or self.regime is None or self.thresholds is None:
+            return None
+        key = (direction, counter, flip, self.m5.newest_final_time, self.m15.newest_final_time, self.regime)
+        hit = self._cache.get(key)
+        if hit is None:
+            view = sg.VwapView(self.vwap.value, self.slope(), counter, flip)
+            hit = sg.evaluate(self.m5.final(), self.m15.final(), direction, self.regime, self.thresholds, view,
+                              None, self.config)  # fmt: skip
+            self._cache[key] = hit
+        return hit
+
+    def health(self) -> dict[str, Any]:
+        """Data health for the status surfaces."""
+        return {
+            "m5_bars": len(self.m5),
+            "m15_bars": len(self.m15),
+            "gaps": len(self.m5.gaps(self.config.data.gap_factor)),
+            "last_m5_open": self.m5.newest_final_time,
+            "last_m15_open": self.m15.newest_final_time,
+            "vwap": self.vwap.value,
+            "spread_median": spread_median(self.hourly_medians) if self.hourly_medians else None,
+            "ready": self.ready,
+            "error": self.last_error,
+        }
+
+
+__all__ = ["SymbolData"]

@@ -1,0 +1,241 @@
+"""Transitions: journal a step with its intents, drive its primary action to an outcome, then apply or abandon.
+
+Everything here is restartable from the database alone: `drive(transition_id)` looks at the journal rows of
+the transition and does the next thing, so a new leader after a crash calls the very same code (spec §8).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Final
+
+from dtms.engine.execute import Context, Executor, Result
+from dtms.engine.machine import ActionType, Step
+from dtms.events import Event, Notifier
+from dtms.models import Action, ActionStatus, Trade, TradeState
+from dtms.store import Store, TradeUpdate
+
+log = logging.getLogger(__name__)
+
+FINAL: Final = frozenset({ActionStatus.DONE, ActionStatus.SKIPPED, ActionStatus.FAILED})
+#: Skips that still let the state change: the defensive intent is met or cannot apply (spec §8.3).
+VALID_SKIPS: Final = frozenset(
+    {"already tighter", "frozen", "below_min", "not_owner", "position_gone", "hedge_mode_reduced", "R unknown",
+     "no_leg", "gated"}
+)  # fmt: skip
+#: close_all legs are retried on every check (never abandoned); an alert is raised at this failure count.
+CLOSE_ALERT_AFTER: Final = 3
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+class Transitions:
+    """Begins and drives transitions for the engine; the state changes only with the primary outcome."""
+
+    def __init__(self, store: Store, executor: Executor, notifier: Notifier, context: Callable[[Trade, TradeState | None], Context]) -> None:  # fmt: skip
+        self.store = store
+        self.executor = executor
+        self.notifier = notifier
+        self.context = context
+        self.config = executor.config
+
+    # -- begin --------------------------------------------------------------------------------------
+
+    def legs_to_close(self, trade: Trade, *, include_main: bool = True) -> list[str]:
+        """Every open leg of the trade: main, the hedge (unless it was a reduction) and each re-add."""
+        legs = ["main"] if include_main else []
+        hedge = trade.engine.get("hedge") or {}
+        if hedge.get("identifier") and hedge.get("mode") == "hedge":
+            legs.append("hedge")
+        legs += [f"readd:{r['identifier']}" for r in trade.engine.get("readds") or [] if r.get("identifier")]
+        return legs
+
+    def begin(self, epoch: int, trade: Trade, step: Step, now: datetime, score: float | None) -> int | None:
+        """Journal the transition and its intents in one fenced transaction, then drive it."""
+        intents: list[tuple[str, str, dict[str, Any]]] = []
+        for planned in step.actions:
+            params = {**dict(planned.params), "primary": planned.primary}
+            if planned.type is ActionType.CLOSE_ALL:
+                legs = self.legs_to_close(trade, include_main=not planned.params.get("legs_only"))
+                intents += [(leg, ActionType.CLOSE_ALL.value, params) for leg in legs]
+            elif planned.type is ActionType.CLOSE_HEDGE:
+                intents.append(("hedge", planned.type.value, params))
+            else:
+                intents.append(("main", planned.type.value, params))
+        detail = {
+            "rule": step.rule,
+            "flat_timer_started_at": _iso(step.flat_timer_started_at),
+            "recovery_timer_started_at": _iso(step.recovery_timer_started_at),
+            "last_trail_bar_time": step.last_trail_bar_time,
+        }
+        begun = self.store.begin_transition(
+            epoch, identifier=trade.identifier, from_state=step.from_state, to_state=step.new_state,
+            reason=step.reason, score=score, actions=intents, detail=detail,
+        )  # fmt: skip
+        if begun is None:
+            return None
+        transition_id, _ = begun
+        self._emit("state_transition", now, trade, **{"from": step.from_state.value, "to": step.new_state.value,
+                   "reason": step.reason, "score": score, "transition_id": transition_id, "status": "pending"})  # fmt: skip
+        self.drive(epoch, transition_id, now)
+        return transition_id
+
+    # -- drive --------------------------------------------------------------------------------------
+
+    def drive(self, epoch: int, transition_id: int, now: datetime) -> str:
+        """Take a pending transition one step further; returns its status (pending, applied, abandoned)."""
+        tr = self.store.transition(transition_id)
+        if tr is None or tr["status"] != "pending":
+            return "gone" if tr is None else str(tr["status"])
+        trade = self.store.get_trade(tr["identifier"])
+        if trade is None:
+            return "gone"
+        target = TradeState(tr["to_state"])
+        ctx = self.context(trade, target)
+        primaries = [a for a in self.store.transition_actions(transition_id) if a.params.get("primary")]
+        results: dict[int, Result] = {}
+        for action in primaries:
+            if action.status not in FINAL:
+                results[action.action_id] = self._run(epoch, action, trade, ctx)
+        primaries = [a for a in self.store.transition_actions(transition_id) if a.params.get("primary")]
+        if any(a.status not in FINAL for a in primaries):
+            return "pending"
+        if target is TradeState.CLOSED:
+            return self._drive_close(epoch, tr, trade, primaries, now)
+        primary = primaries[0] if primaries else None
+        if primary is None or primary.status is ActionStatus.DONE or self._valid_skip(primary):
+            self._apply(epoch, tr, trade, primary, now)
+            self._run_secondaries(epoch, transition_id, now)
+            return "applied"
+        if primary.action_type == ActionType.OPEN_HEDGE.value and not primary.params.get("fallback"):
+            # A refused hedge (10019 no money, 10040, 10044, 10046 ...) takes its fallback (spec §5.4).
+            self.store.add_intent(
+                epoch, identifier=trade.identifier, idempotency_key=f"{transition_id}:fallback", leg="main",
+                action_type=ActionType.OPEN_HEDGE.value, params={**primary.params, "fallback": True},
+                transition_id=transition_id,
+            )  # fmt: skip
+            return self.drive(epoch, transition_id, now)
+        self.store.finish_transition(epoch, transition_id, applied=False)
+        self._emit("state_transition", now, trade, **{"from": tr["from_state"], "to": tr["to_state"],
+                   "reason": tr["reason"], "transition_id": transition_id, "status": "abandoned",
+                   "error": primary.error})  # fmt: skip
+        return "abandoned"
+
+    def _run(self, epoch: int, action: Action, trade: Trade, ctx: Context) -> Result:
+        if action.params.get("fallback") and action.status is ActionStatus.INTENT:
+            ctx = Context(**{**ctx.__dict__, "hedging_account": False})  # forces hedge_fallback planning
+        result = self.executor.run(epoch, action, trade, ctx)
+        if result.resolved:
+            self._emit("action", ctx.now, trade, action_type=action.action_type, leg=action.leg,
+                       status=result.status.value, detail=result.detail.get("reason") or result.detail.get("text"))  # fmt: skip
+        return result
+
+    @staticmethod
+    def _valid_skip(action: Action) -> bool:
+        return action.status is ActionStatus.SKIPPED and (action.result or {}).get("reason") in VALID_SKIPS
+
+    def _drive_close(self, epoch: int, tr: dict[str, Any], trade: Trade, legs: list[Action], now: datetime) -> str:
+        """close_all is never abandoned: a failed leg gets a fresh intent on every drive until it closes."""
+        by_leg: dict[str, list[Action]] = {}
+        for a in legs:
+            by_leg.setdefault(a.leg, []).append(a)
+        retrying = False
+        for leg, rows in by_leg.items():
+            if any(a.status in (ActionStatus.DONE, ActionStatus.SKIPPED) for a in rows):
+                continue
+            failures = len(rows)
+            if failures == CLOSE_ALERT_AFTER:
+                self._emit("alert", now, trade, kind="leg_close_failed", leg=leg, error=rows[-1].error)
+            self.store.add_intent(
+                epoch, identifier=trade.identifier, idempotency_key=f"{tr['transition_id']}:{leg}:retry{failures}",
+                leg=leg, action_type=ActionType.CLOSE_ALL.value, params={"primary": True},
+                transition_id=tr["transition_id"],
+            )  # fmt: skip
+            retrying = True
+        if retrying:
+            return "pending"
+        self._apply(epoch, tr, trade, None, now)
+        return "applied"
+
+    def _apply(self, epoch: int, tr: dict[str, Any], trade: Trade, primary: Action | None, now: datetime) -> None:
+        target = TradeState(tr["to_state"])
+        detail = tr["detail"]
+        columns: dict[str, Any] = {"state": target, "state_at": now}
+        engine: dict[str, Any] = {
+            "flat_timer_started_at": detail.get("flat_timer_started_at"),
+            "recovery_timer_started_at": detail.get("recovery_timer_started_at"),
+            "last_trail_bar_time": detail.get("last_trail_bar_time"),
+        }
+        result = (primary.result or {}) if primary is not None and primary.status is ActionStatus.DONE else {}
+        planned = (primary.request or {}).get("planned") if primary is not None else None
+        if primary is not None and primary.action_type == ActionType.OPEN_HEDGE.value:
+            if planned == ActionType.OPEN_HEDGE.value:
+                engine["hedge"] = {"mode": "hedge", "identifier": result.get("identifier"),
+                                   "volume": result.get("volume"), "sl": (primary.request or {}).get("sl"),
+                                   "open_price": result.get("price")}  # fmt: skip
+            elif planned == ActionType.CLOSE_ALL.value:  # hedge.fallback = close_all
+                target = TradeState.CLOSED
+                columns["state"] = target
+            else:
+                engine["hedge"] = {"mode": "reduced", "volume": result.get("volume"),
+                                   "reason": (primary.request or {}).get("note")}  # fmt: skip
+        if primary is not None and primary.action_type == ActionType.CLOSE_HEDGE.value:
+            engine["hedge"] = None
+        if target is TradeState.CLOSED:
+            columns.update(closed_at=now, close_reason=tr["reason"], armed=0)
+        position = self.executor.broker.position(trade.identifier) if target is not TradeState.CLOSED else None
+        if position is not None:
+            columns.update(volume=position.volume, sl=position.sl, tp=position.tp,
+                           closed_volume=max(0.0, trade.initial_volume - position.volume))  # fmt: skip
+        self.store.finish_transition(epoch, tr["transition_id"], applied=True, update=TradeUpdate(columns, engine))
+        self._emit("state_transition", now, trade, **{"from": tr["from_state"], "to": target.value,
+                   "reason": tr["reason"], "score": tr["score"], "transition_id": tr["transition_id"],
+                   "status": "applied"})  # fmt: skip
+
+    # -- secondaries --------------------------------------------------------------------------------
+
+    def _run_secondaries(self, epoch: int, transition_id: int, now: datetime) -> None:
+        trade = None
+        for action in self.store.transition_actions(transition_id):
+            if action.params.get("primary") or action.status in FINAL:
+                continue
+            trade = self.store.get_trade(action.identifier)
+            if trade is None or not trade.is_open:
+                return
+            result = self._run(epoch, action, trade, self.context(trade, None))
+            self._after_secondary(epoch, action, trade, result, now)
+
+    def retry_open_actions(self, epoch: int, trade: Trade, now: datetime) -> None:
+        """Secondary actions of applied transitions still open (INTENT/SENT/UNKNOWN): run or reconcile them."""
+        for action in self.store.open_actions(trade.identifier):
+            if action.params.get("primary"):
+                continue
+            result = self._run(epoch, action, trade, self.context(trade, None))
+            self._after_secondary(epoch, action, trade, result, now)
+
+    def _after_secondary(self, epoch: int, action: Action, trade: Trade, result: Result, now: datetime) -> None:
+        if result.status is ActionStatus.DONE and action.action_type == ActionType.RE_ADD_POSITION.value:
+            leg = {"identifier": result.detail.get("identifier"), "volume": result.detail.get("volume")}
+            readds = [*(trade.engine.get("readds") or []), leg]
+            self.store.update_trades(epoch, {trade.identifier: TradeUpdate(engine={"readds": readds})})
+        if result.status is ActionStatus.FAILED and action.transition_id is not None:
+            tries = [a for a in self.store.transition_actions(action.transition_id)
+                     if a.action_type == action.action_type and a.leg == action.leg]  # fmt: skip
+            if len(tries) < self.config.execution.secondary_attempts:
+                self.store.add_intent(
+                    epoch, identifier=trade.identifier,
+                    idempotency_key=f"{action.transition_id}:{action.action_type}:{action.leg}:retry{len(tries)}",
+                    leg=action.leg, action_type=action.action_type,
+                    params={k: v for k, v in action.params.items() if k != "fallback"},
+                    transition_id=action.transition_id,
+                )  # fmt: skip
+
+    def _emit(self, event: Any, now: datetime, trade: Trade, **fields: Any) -> None:
+        self.notifier.emit(Event(event, now, {"identifier": trade.identifier, "symbol": trade.symbol, **fields}))
+
+
+__all__ = ["Transitions"]
