@@ -106,11 +106,21 @@ class Transitions:
             return "pending"
         if target is TradeState.CLOSED:
             return self._drive_close(epoch, tr, trade, primaries, now)
-        primary = primaries[0] if primaries else None
+        primary = primaries[-1] if primaries else None  # the latest attempt (resend or fallback) decides
         if primary is None or primary.status is ActionStatus.DONE or self._valid_skip(primary):
             self._apply(epoch, tr, trade, primary, now)
             self._run_secondaries(epoch, transition_id, now)
             return "applied"
+        if (primary.result or {}).get("reason") == "not_applied":
+            # Confirmed never executed (e.g. the leader died between SENT and the send): send it afresh.
+            tries = sum(1 for a in primaries if a.action_type == primary.action_type)
+            if tries <= self.config.execution.secondary_attempts:
+                self.store.add_intent(
+                    epoch, identifier=trade.identifier, idempotency_key=f"{transition_id}:resend{tries}",
+                    leg=primary.leg, action_type=primary.action_type, params=primary.params,
+                    transition_id=transition_id,
+                )  # fmt: skip
+                return self.drive(epoch, transition_id, now)
         if primary.action_type == ActionType.OPEN_HEDGE.value and not primary.params.get("fallback"):
             # A refused hedge (10019 no money, 10040, 10044, 10046 ...) takes its fallback (spec §5.4).
             self.store.add_intent(
