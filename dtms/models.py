@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from datetime import datetime
 from enum import StrEnum
@@ -79,7 +80,11 @@ def _finite_number(value: Any) -> Any:
     # bool is an int subclass; a True price is a caller bug, not 1.0.
     if isinstance(value, bool):
         raise ValueError("must be a number, not a bool")
-    if isinstance(value, int | float) and not math.isfinite(float(value)):
+    # pydantic's lax float would parse "1.1": a price read from text is a caller bug too. numbers.Real
+    # keeps numpy's float32/int64 (MetaTrader5 rate arrays) acceptable.
+    if value is not None and not isinstance(value, numbers.Real):
+        raise ValueError(f"must be a number, not {type(value).__name__}")
+    if isinstance(value, numbers.Real) and not math.isfinite(float(value)):
         raise ValueError("must be finite")
     return value
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, Final, Protocol
@@ -158,10 +159,11 @@ class Node:
 
     def _start_loop(self, epoch: int) -> None:
         self._loop_stop = threading.Event()
-        self._loop_thread = threading.Thread(
+        thread = threading.Thread(
             target=self._loop, args=(epoch, self._loop_stop), name=f"dtms-loop-{self.name}", daemon=True
         )
-        self._loop_thread.start()
+        thread.start()
+        self._loop_thread = thread  # published only once started: _stop_loop may join it from another thread
 
     def _loop_is_idle(self) -> bool:
         # A loop thread that outlived its term (on_wedged="stay") must not run beside a new one.
@@ -177,17 +179,21 @@ class Node:
 
     def _loop(self, epoch: int, stop: threading.Event) -> None:
         elector = self.elector
-        # An engine ticks at loop.tick_s; a bare node only beats, at the election's loop interval.
-        interval = self.config.loop.tick_s if self._work is not None else self.settings.loop_interval_s
+        # The loop beats every election.loop_interval_s (the watchdog's pulse) and runs the work every
+        # loop.tick_s; a slow tick delays the beat, which is exactly what the watchdog is for.
+        beat_s, tick_s = self.settings.loop_interval_s, self.config.loop.tick_s
+        next_tick = time.monotonic()
         try:
             if self._work is not None:
                 self._work.start(epoch)
             while not stop.is_set():
                 elector.beat()
                 self._notice_changes()
-                if self._work is not None:
+                if self._work is not None and time.monotonic() >= next_tick:
+                    next_tick = time.monotonic() + tick_s
                     self._work.tick(epoch)
-                stop.wait(interval)
+                    elector.beat()
+                stop.wait(max(0.0, min(beat_s, next_tick - time.monotonic())))
         except LeaseLostError:
             log.warning("dtms: epoch %d was lost during the leader loop", epoch)
             elector.fence(epoch, "lease_lost")

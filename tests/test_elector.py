@@ -9,7 +9,7 @@ import pytest
 
 import dtms
 from dtms.clock import ManualClock
-from dtms.config import ElectionConfig
+from dtms.config import Config, ElectionConfig
 from dtms.elector import Elector
 from dtms.models import ActionStatus
 
@@ -71,7 +71,8 @@ def test_wedged_leader_loop_makes_the_leader_step_down(tmp_path):
     """A loop that stops beating lets the lease go within the stall limit, and the node knows it (I5)."""
     rec, work = Recorder(), BlockingWork()
     settings = ElectionConfig(**FAST, loop_stall_s=0.5, stop_grace_s=0.1, on_wedged="stay")
-    node = dtms.Node(tmp_path / "d.db", name="a", election=settings, work=work,
+    config = Config.from_mapping({"loop": {"tick_s": 0.02}})
+    node = dtms.Node(tmp_path / "d.db", name="a", election=settings, config=config, work=work,
                      on_started_leading=rec.started, on_stopped_leading=rec.stopped)
     try:
         node.start()

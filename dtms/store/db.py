@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Self
 
 import apsw
 
@@ -150,7 +150,11 @@ class StoreCore:
     # -- setup ------------------------------------------------------------------------------------------
 
     def _create_file(self) -> None:
-        self.path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        # Every directory we create is owner-only: Path.mkdir(parents=True) gives the intermediate ones the
+        # umask's mode, which a permissive umask leaves world-writable.
+        missing = [d for d in (self.path.parent, *self.path.parent.parents) if not d.exists()]
+        for directory in reversed(missing):
+            directory.mkdir(mode=DIR_MODE, exist_ok=True)
         # Create it owner-only before SQLite does: SQLite would use the umask, and gives the -wal and -shm
         # files the mode of the database file. O_EXCL: a racing creator is fine, we just use its file.
         flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
@@ -221,7 +225,7 @@ class StoreCore:
             self._conn.close()
         _LIVE_STORES.discard(self)
 
-    def __enter__(self) -> StoreCore:
+    def __enter__(self) -> Self:  # Self, so `with dtms.open(...) as store` is typed as the full Store
         return self
 
     def __exit__(self, *exc_info: object) -> None:

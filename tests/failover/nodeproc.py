@@ -59,7 +59,7 @@ def audit_write(store: Any, epoch: int) -> None:
 def run_node(path: str, name: str, events: Any, commands: Any, election: dict[str, Any], audit: bool) -> None:
     """A bot process: starts a Node, reports leadership events, obeys commands until told to exit."""
     import dtms
-    from dtms.config import ElectionConfig
+    from dtms.config import Config, ElectionConfig
 
     def put(kind: str, **extra: Any) -> None:
         events.put({"kind": kind, "name": name, "pid": os.getpid(), "t": time.monotonic(), **extra})
@@ -68,6 +68,7 @@ def run_node(path: str, name: str, events: Any, commands: Any, election: dict[st
         path,
         name=name,
         election=ElectionConfig(**election),
+        config=Config.from_mapping({"loop": {"tick_s": election.get("loop_interval_s", 1.0)}}),
         on_started_leading=lambda epoch: put("started", epoch=epoch),
         on_stopped_leading=lambda epoch, reason: put("stopped", epoch=epoch, reason=reason),
     )
