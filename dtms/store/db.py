@@ -29,6 +29,8 @@ from dtms.store.schema import MIGRATIONS, SCHEMA_VERSION
 #: NOTE: long enough to ride out a checkpoint or a burst of writers; short enough that a wedged writer
 #: (a process stopped inside a transaction, spec/election.md 4.11) surfaces as StoreBusyError, not a hang.
 DEFAULT_BUSY_TIMEOUT_S: Final = 5.0
+#: The path of a private in-memory database (replays and tests): one connection, no WAL, no election.
+MEMORY: Final = ":memory:"
 #: Owner-only: trade data and the lease are nobody else's business (the WAL and SHM files inherit it).
 FILE_MODE: Final = 0o600
 DIR_MODE: Final = 0o700
@@ -123,17 +125,20 @@ class StoreCore:
         clock: Clock | None = None,
         allow_network_fs: bool = False,
     ) -> None:
-        self.path = Path(path).expanduser().absolute()
+        self.in_memory = str(path) == MEMORY
+        self.path = Path(MEMORY) if self.in_memory else Path(path).expanduser().absolute()
         self.clock: Clock = clock or SystemClock()
         self._pid = os.getpid()
         self._lock = threading.RLock()
         self._forked = False
         self._closed = False
-        if not self.path.exists():
+        if self.in_memory:
+            pass
+        elif not self.path.exists():
             if not create:
                 raise StoreNotFoundError(f"no dtms database at {self.path}")
             self._create_file()
-        fstype = _filesystem_type(self.path.parent.resolve())
+        fstype = None if self.in_memory else _filesystem_type(self.path.parent.resolve())
         if fstype in NETWORK_FILESYSTEMS and not allow_network_fs:
             raise StoreError(
                 f"{self.path} is on a network file system ({fstype}): SQLite WAL and the election lock need "
@@ -171,7 +176,7 @@ class StoreCore:
         # SQLITE_BUSY_SNAPSHOT without calling the busy handler (spec/election.md 4.3).
         conn.transaction_mode = "IMMEDIATE"
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
-        if str(mode).lower() != "wal":
+        if str(mode).lower() != "wal" and not self.in_memory:
             raise StoreError(f"{self.path}: could not switch to WAL mode (got {mode})")
         # FULL: an acknowledged registration survives power loss (NORMAL may roll it back in WAL mode).
         conn.execute("PRAGMA synchronous=FULL")
@@ -315,4 +320,4 @@ class StoreCore:
             return int(conn.execute("PRAGMA user_version").fetchall()[0][0])
 
 
-__all__ = ["DEFAULT_BUSY_TIMEOUT_S", "StoreCore", "dumps", "from_iso", "iso", "query"]
+__all__ = ["DEFAULT_BUSY_TIMEOUT_S", "MEMORY", "StoreCore", "dumps", "from_iso", "iso", "query"]
