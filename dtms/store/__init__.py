@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from typing import Final
+from typing import Final, Literal
 
 from dtms.clock import Clock
-from dtms.models import Health, LeaseState
+from dtms.errors import InvalidArgumentError
+from dtms.models import Health, LeaseState, TradeState
 from dtms.store.db import DEFAULT_BUSY_TIMEOUT_S
 from dtms.store.engine import EngineMixin, TradeUpdate
 from dtms.store.journal import JournalMixin
@@ -19,12 +20,59 @@ from dtms.store.trades import TradesMixin
 STALE_LEADER_S: Final = 30.0
 
 
+#: Manager actions other processes ask about (spec/dtms-behaviour.md section 9).
+ManagerAction = Literal["sl", "trail", "breakeven", "partial_close", "close"]
+#: While dtms_state is UNKNOWN (no fresh leader), only these stay allowed: the conservative fallback.
+UNKNOWN_ALLOWED: Final = frozenset({"breakeven", "partial_close"})
+DEFENSIVE: Final = frozenset({TradeState.WARNING_L2, TradeState.HEDGED})
+
+
 class Store(TradesMixin, LeasesMixin, JournalMixin, EngineMixin, SettingsMixin):
     """The shared trade database of every dtms process: trades, the lease, the journal.
 
     One connection per process, shared by its threads behind one lock; every write is BEGIN IMMEDIATE.
     Unusable in a child forked after it was opened (raises `UsedAfterForkError`): open a new one there.
     """
+
+    def dtms_state(self, ticket: int) -> str | None:
+        """The trade's state as other managers must read it: UNKNOWN when no fresh leader stands behind it.
+
+        None when dtms does not know the ticket. UNKNOWN when there is no leader or its loop heartbeat is
+        older than STALE_LEADER_S (spec/dtms-behaviour.md section 9).
+        """
+        trade = self.get_trade(ticket)
+        if trade is None:
+            return None
+        if trade.state is TradeState.CLOSED:
+            return trade.state.value
+        lease = self.lease()
+        fresh = (
+            lease is not None
+            and lease.state is LeaseState.HELD
+            and lease.loop_beat_age_s is not None
+            and lease.loop_beat_age_s <= STALE_LEADER_S
+        )
+        return trade.state.value if fresh else "UNKNOWN"
+
+    def may_modify(self, ticket: int, manager: str, action: ManagerAction = "sl") -> bool:
+        """May `manager` (another stop manager) change this position's SL/TP or close volume now?
+
+        No while dtms defends it (WARNING_L2, HEDGED: defensive states override every owner); otherwise only
+        the owner (or anyone for owner `none`). While dtms_state is UNKNOWN, only breakeven moves and partial
+        profit-taking are allowed (the conservative fallback). Positions dtms does not manage: yes.
+        """
+        if action not in ("sl", "trail", "breakeven", "partial_close", "close"):
+            raise InvalidArgumentError(f"action must be sl, trail, breakeven, partial_close or close, not {action!r}")
+        state = self.dtms_state(ticket)
+        if state is None or state == TradeState.CLOSED.value:
+            return True
+        trade = self.get_trade(ticket)
+        assert trade is not None  # noqa: S101  # dtms_state found it
+        if state == "UNKNOWN":
+            return action in UNKNOWN_ALLOWED and trade.owner in (manager, "none")
+        if TradeState(state) in DEFENSIVE:
+            return False
+        return trade.owner in (manager, "none")
 
     def health(self) -> Health:
         """Healthy when the database is intact and a leader holds a fresh lease with a live loop."""

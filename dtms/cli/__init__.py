@@ -67,6 +67,8 @@ class Cli(click.Group):
             raise click.ClickException(f"{exc} (pass --db PATH or set {DB_ENV})") from exc
         except dtms.DtmsError as exc:
             raise click.ClickException(str(exc)) from exc
+        except OSError as exc:  # a file the user named cannot be opened or created
+            raise click.ClickException(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from exc
 
 
 def describe(exc: Exception) -> str:
@@ -521,5 +523,8 @@ def health_command(app: App, as_json: bool) -> None:
     if not health.ok:
         click.get_current_context().exit(1)
 
+
+# The other command modules register themselves on `cli` when imported.
+from dtms.cli import operate as _operate  # noqa: E402
 
 __all__ = ["DEFAULT_DB", "App", "Cli", "cli", "main"]

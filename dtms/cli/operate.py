@@ -1,0 +1,259 @@
+"""Operating commands: run a node, engine status, the operator's switches, the config and the demo."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+import dtms
+from dtms.cli import App, cli, fields_table, json_option, pass_app, print_json, print_table, table
+from dtms.config import Config
+
+config_option = click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False, exists=True, path_type=Path), envvar="DTMS_CONFIG",
+    show_envvar=True, help="A TOML configuration file (environment overrides: DTMS__SECTION__KEY=value).",
+)  # fmt: skip
+
+
+def load_config(path: Path | None, *, server_time_default: int | None = None) -> Config:
+    """The effective config; `server_time_default` fills broker.server_time when nothing sets it (the sim)."""
+    env = dict(os.environ)
+    if server_time_default is not None and "DTMS__BROKER__SERVER_TIME" not in env:
+        probe = Config.load(path, env={k: v for k, v in env.items() if k != "DTMS__BROKER__SERVER_TIME"}) \
+            if path is not None and _file_sets_server_time(path) else None
+        if probe is None:
+            env["DTMS__BROKER__SERVER_TIME"] = str(server_time_default)
+    return Config.load(path, env=env)
+
+
+def _file_sets_server_time(path: Path) -> bool:
+    import tomllib
+
+    with path.open("rb") as fh:
+        data = tomllib.load(fh)
+    return "server_time" in (data.get("broker") or {})
+
+
+@cli.command("run")
+@click.option("--broker", "broker_kind", type=click.Choice(["sim", "mt5"]), required=True,
+              help="sim: a simulated terminal file; mt5: the MetaTrader5 package (Windows).")  # fmt: skip
+@click.option("--sim", "sim_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="The simulated terminal file (created if missing) for --broker sim.")  # fmt: skip
+@click.option("--name", default=None, help="This process's name in the lease (default: host and pid).")
+@click.option("--login", type=int, help="MetaTrader 5 account (--broker mt5).")
+@click.option("--password", envvar="DTMS_MT5_PASSWORD", show_envvar=True, help="Account password (--broker mt5).")
+@click.option("--server", help="Broker server name (--broker mt5).")
+@click.option("--terminal", "terminal_path", help="Path of terminal64.exe (--broker mt5).")
+@config_option
+@pass_app
+def run_command(app: App, broker_kind: str, sim_path: Path | None, name: str | None, login: int | None,
+                password: str | None, server: str | None, terminal_path: str | None, config_path: Path | None) -> None:  # fmt: skip
+    """Run a leader-capable node until interrupted (Ctrl-C or SIGTERM hand over at once).
+
+    Every bot process can run this (or create a dtms.Node itself); one of them leads and manages the trades
+    through the broker, the others stand by and take over if it dies.
+    """
+    from dtms.broker import MT5Broker
+
+    now = None
+    if broker_kind == "sim":
+        import dtms.sim
+
+        if sim_path is None:
+            raise click.UsageError("--broker sim needs --sim PATH")
+        sim_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        term = dtms.sim.open(sim_path)
+        config = load_config(config_path, server_time_default=0)
+        broker = MT5Broker(term)
+        now = term.now
+    else:
+        config = load_config(config_path)
+        offset = config.broker.server_time
+        if not isinstance(offset, int):
+            raise click.UsageError("--broker mt5 needs broker.server_time as an offset in seconds")
+        broker = MT5Broker(login=login, password=password, server=server, path=terminal_path,
+                           server_time_offset_s=offset, magic=config.execution.magic)  # fmt: skip
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    node = dtms.Node(
+        app.db, broker, name=name, config=config, now=now,
+        on_started_leading=lambda epoch: click.echo(f"leading with epoch {epoch}"),
+        on_stopped_leading=lambda epoch, reason: click.echo(f"stopped leading epoch {epoch} ({reason})"),
+        on_new_leader=lambda seen: click.echo(
+            f"leader: {seen.holder.name if seen.holder else '-'} epoch {seen.epoch}"),
+    )  # fmt: skip
+    with node:
+        click.echo(f"{node.name}: joined the election on {app.db}; Ctrl-C to stop")
+        stopping.wait()
+    click.echo("stopped")
+
+
+def status_data(store: dtms.Store) -> dict[str, Any]:
+    """Everything `dtms status` shows, read from the database (any process can ask)."""
+    lease = store.lease()
+    engine = store.setting("engine.status") or {}
+    trades = store.list_trades()
+    now = store.clock.utc_now()
+    hour_ago = now - timedelta(hours=1)
+    recent = [a for a in store.actions(limit=10_000) if a.created_at >= hour_ago]
+    health = store.health()
+    leader = None
+    if lease is not None and lease.holder is not None:
+        leader = {"name": lease.holder.name, "host": lease.holder.host, "pid": lease.holder.pid,
+                  "epoch": lease.epoch, "since": lease.acquired_at.isoformat() if lease.acquired_at else None,
+                  "heartbeat_age_s": lease.loop_beat_age_s, "state": lease.state.value}  # fmt: skip
+    return {
+        "monitoring_active": health.ok,
+        "leader": leader,
+        "halted": bool(store.setting("trading.halted", False)),
+        "active_trades": len(trades),
+        "armed_trades": sum(1 for t in trades if t.armed),
+        "trades_by_state": dict(sorted(Counter(t.state.value for t in trades).items())),
+        "actions_last_hour": dict(sorted(Counter(a.status.value for a in recent).items())),
+        "engine": engine,
+        "health": {"status": health.status, "reasons": list(health.reasons)},
+    }
+
+
+@cli.command("status")
+@json_option
+@pass_app
+def status_command(app: App, as_json: bool) -> None:
+    """Engine summary: leader, trades by state, actions in the last hour, rails and data health."""
+    with app.store() as store:
+        data = status_data(store)
+    if as_json:
+        print_json(data)
+        return
+    engine = data["engine"]
+    leader = data["leader"] or {}
+    print_table(fields_table("Status", [
+        ("monitoring", "active" if data["monitoring_active"] else "NOT ACTIVE"),
+        ("leader", f"{leader.get('name', '-')} (pid {leader.get('pid', '-')}, epoch {leader.get('epoch', '-')})"),
+        ("heartbeat age", leader.get("heartbeat_age_s")),
+        ("halted", data["halted"]),
+        ("active trades", data["active_trades"]),
+        ("armed trades", data["armed_trades"]),
+        ("trades by state", data["trades_by_state"]),
+        ("actions last hour", data["actions_last_hour"]),
+        ("trading state", engine.get("trading_state")),
+        ("rails tripped", {k: v for k, v in (engine.get("tripped") or {}).items() if v}),
+        ("checks", engine.get("counters")),
+        ("last tick (trading clock)", engine.get("tick_at")),
+        *(("health", r) for r in data["health"]["reasons"]),
+    ]))  # fmt: skip
+    health = engine.get("data_health") or {}
+    if health:
+        cols = ["symbol", "ready", "m5_bars", "m15_bars", "gaps", "vwap", "spread_median", "error"]
+        print_table(table("Data health", cols, [[s, *(h.get(c) for c in cols[1:])] for s, h in health.items()]))
+
+
+@cli.command("halt")
+@click.option("--reason", default="operator", show_default=True, help="Kept with the switch.")
+@pass_app
+def halt_command(app: App, reason: str) -> None:
+    """Stop all broker requests and deep checks (fast checks keep observing) until `dtms resume`."""
+    with app.store() as store:
+        store.set_setting("trading.halted", True)
+        store.set_setting("trading.halted_reason", reason)
+    click.echo("halted: no broker requests until `dtms resume`")
+
+
+@cli.command("resume")
+@pass_app
+def resume_command(app: App) -> None:
+    """Lift `dtms halt`: pending actions are reconciled and sent again."""
+    with app.store() as store:
+        store.set_setting("trading.halted", False)
+    click.echo("resumed")
+
+
+@cli.group("rails")
+def rails_group() -> None:
+    """The safety rails."""
+
+
+@rails_group.command("reset")
+@pass_app
+def rails_reset_command(app: App) -> None:
+    """Clear the consecutive-stops rail for today (the loss rails clear by themselves)."""
+    with app.store() as store:
+        store.set_setting("rails.reset_at", store.clock.utc_now().isoformat())
+    click.echo("consecutive-stops rail reset")
+
+
+@cli.command("may-modify")
+@click.argument("ticket", type=click.IntRange(1))
+@click.argument("manager")
+@click.option("--action", type=click.Choice(["sl", "trail", "breakeven", "partial_close", "close"]), default="sl",
+              show_default=True, help="What the other manager wants to do.")  # fmt: skip
+@json_option
+@pass_app
+def may_modify_command(app: App, ticket: int, manager: str, action: str, as_json: bool) -> None:
+    """Ask whether another manager may change a position now (exit 0 yes, 1 no)."""
+    with app.store() as store:
+        allowed = store.may_modify(ticket, manager, action)  # type: ignore[arg-type]
+        state = store.dtms_state(ticket)
+    if as_json:
+        print_json({"ticket": ticket, "manager": manager, "action": action, "allowed": allowed, "dtms_state": state})
+    else:
+        click.echo(f"{'yes' if allowed else 'no'} (dtms_state: {state or 'not managed'})")
+    if not allowed:
+        click.get_current_context().exit(1)
+
+
+@cli.group("config")
+def config_group() -> None:
+    """The configuration."""
+
+
+@config_group.command("show")
+@config_option
+@json_option
+def config_show_command(config_path: Path | None, as_json: bool) -> None:
+    """Print the effective configuration (defaults, then --config, then DTMS__ environment overrides)."""
+    try:
+        config = Config.load(config_path)
+    except dtms.ConfigError as exc:
+        if config_path is not None or "server_time" not in str(exc):
+            raise
+        click.echo("# broker.server_time is not set: required before `dtms run --broker mt5`", err=True)
+        config = Config()
+    if as_json:
+        print_json(config.to_dict())
+    else:
+        click.echo(config.to_toml(), nl=False)
+
+
+@cli.command("demo")
+@click.option("--duration", type=click.FloatRange(5, 3600), default=45.0, show_default=True, help="Seconds.")
+@click.option("--speed", type=click.FloatRange(1, 10_000), default=600.0, show_default=True,
+              help="Simulated seconds per real second.")  # fmt: skip
+@click.option("--processes", type=click.IntRange(1, 6), default=3, show_default=True, help="Bot processes.")
+@click.option("--trades", type=click.IntRange(0, 100), default=6, show_default=True, help="Positions opened.")
+@click.option("--keep", is_flag=True, help="Keep the temporary database and terminal files.")
+@click.option("--seed", type=int, default=7, show_default=True, help="Seed of the synthetic market.")
+def demo_command(duration: float, speed: float, processes: int, trades: int, keep: bool, seed: int) -> None:
+    """Watch a failover: bot processes on a simulated terminal; the leader is killed, another takes over."""
+    from dtms import demo
+
+    result = demo.run(duration, speed=speed, processes=processes, trades=trades, keep=keep, seed=seed,
+                      live=click.get_text_stream("stdout").isatty())  # fmt: skip
+    click.echo(demo.summary(result))
+    if not result.ok:
+        click.get_current_context().exit(1)
+
+
+__all__ = ["load_config", "status_data"]
