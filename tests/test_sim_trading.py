@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -97,18 +98,19 @@ def test_both_levels_in_one_bar_take_the_sl_first_by_default() -> None:
         assert deals_of(term, ident)[-1].reason == reason, (ohlc, setting)
 
 
-def test_levels_are_only_checked_after_they_were_set() -> None:
-    """Prices before an SL was placed never trigger it."""
-    term = scripted((1.1000, 1.1000, 1.0950, 1.1000), (1.1000, 1.1002, 1.0999, 1.1001))
+@pytest.mark.parametrize("shared", [False, True])
+def test_levels_are_only_checked_after_they_were_set(tmp_path: Path, shared: bool) -> None:
+    """Prices before an SL was placed never trigger it (in memory and in the shared file)."""
+    term = scripted(
+        (1.1000, 1.1000, 1.0950, 1.1000),
+        (1.1000, 1.1002, 1.0999, 1.1001),
+        path=tmp_path / "t.db" if shared else None,
+    )
     ident = send(term, 0, 0.1).order
     term.advance(65)
     (pos,) = term.positions_get()
-    assert (
-        term.order_send(
-            {"action": 6, "position": pos.ticket, "symbol": "EURUSD", "sl": 1.0990, "tp": 0.0}
-        ).retcode
-        == 10009
-    )
+    request = {"action": 6, "position": pos.ticket, "symbol": "EURUSD", "sl": 1.0990, "tp": 0.0}
+    assert term.order_send(request).retcode == 10009
     term.advance(60)
     assert term.positions_get()[0].identifier == ident
 

@@ -123,7 +123,9 @@ class MT5Broker:
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         try:
-            return getattr(self._api, name)(*args, **kwargs)
+            function = getattr(self._api, name)
+            # Never hand an empty **kwargs to the C functions: order_send(request, **{}) fails with -2 (§1.1).
+            return function(*args, **kwargs) if kwargs else function(*args)
         except Exception as exc:  # translated, never swallowed: see translate()
             raise translate(exc, f"{name}()") from exc
 

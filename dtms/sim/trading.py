@@ -308,7 +308,8 @@ def _net(
         pos.price_open = round((pos.price_open * pos.volume + price * volume) / total, digits + 3)
         pos.volume = round(total, 8)
         # An increase takes SL/TP from the latest order, and zeros there delete them (spec §5.4).
-        pos.sl, pos.tp, pos.time_update_msc = sl, tp, book.now_ms
+        # The old levels were evaluated up to now (catch_up runs first); the new ones count from now on.
+        pos.sl, pos.tp, pos.time_update_msc, pos.checked_ms = sl, tp, book.now_ms, book.now_ms
         book.put(pos)
         return Fill(deal.ticket, order.ticket, volume, price)
     if volume <= pos.volume + _EPS:
@@ -365,7 +366,8 @@ def _sltp(book: Book, req: dict[str, Any], check_only: bool) -> Fill:
     if book.settings.freeze_checks_requested and _frozen(cfg, pos.type, new_sl, new_tp, bid, ask):
         raise Refused(10029)
     if not check_only:
-        pos.sl, pos.tp, pos.time_update_msc = sl, tp, book.now_ms
+        # The old levels were evaluated up to now (catch_up runs first); the new ones count from now on.
+        pos.sl, pos.tp, pos.time_update_msc, pos.checked_ms = sl, tp, book.now_ms, book.now_ms
         book.put(pos)
     return Fill()
 
