@@ -228,6 +228,8 @@ class Book:
     # --- time passing -------------------------------------------------------------------------------------
     def catch_up(self) -> None:
         """Fire every SL/TP the prices crossed since each position was last checked, in time order."""
+        if getattr(self, "_caught_up", None) == (self.now_ms, len(self.positions)):
+            return  # nothing moved since the last call: skip the scan over every position
         hits: list[tuple[int, int, Position, float, int]] = []
         for pos in self.positions.values():
             if pos.checked_ms >= self.now_ms:
@@ -252,8 +254,12 @@ class Book:
                 comment=f"[{tag} {level:.{digits}f}]",
                 at_ms=at,
             )
-        if self.settings.stop_out:
+        # Equity is a sum over every position: check the stop-out level once per clock step (or after a fill),
+        # not on every API call, or a terminal with many positions spends its time here.
+        if self.settings.stop_out and (hits or getattr(self, "_stop_out_ms", None) != self.now_ms):
             self._stop_out()
+            self._stop_out_ms = self.now_ms
+        self._caught_up = (self.now_ms, len(self.positions))
 
     def _trigger(self, pos: Position) -> tuple[int, float, int] | None:
         series = self.market[pos.symbol]
