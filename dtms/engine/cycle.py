@@ -87,6 +87,31 @@ class Engine:
             self.transitions.drive(epoch, tr["transition_id"], now)
         for trade in self.store.list_trades():
             self.transitions.retry_open_actions(epoch, trade, now)
+        if self.config.reconcile.adopt_unknown:
+            self._adopt(now)
+
+    def _adopt(self, now: datetime) -> None:
+        """Register broker positions dtms does not know (spec §10.3), never its own legs or known trades."""
+        try:
+            positions = self.broker.positions()
+        except BrokerError as exc:
+            log.warning("dtms: no adoption this pass, positions unavailable: %s", exc)
+            return
+        trades = self.store.list_trades(include_closed=True)
+        known = {t.identifier for t in trades}
+        for t in trades:
+            hedge = t.engine.get("hedge") or {}
+            known |= {hedge.get("identifier")} | {r.get("identifier") for r in t.engine.get("readds") or []}
+        for p in positions:
+            if p.identifier in known or p.magic == self.config.execution.magic:
+                continue
+            d = 1 if p.direction == "BUY" else -1
+            sl = p.sl if p.sl and d * (p.price_open - p.sl) > 0 else None  # a stop past entry gives no R
+            tp = p.tp if p.tp and d * (p.tp - p.price_open) > 0 else None
+            trade = self.store.register_trade(p.ticket, p.symbol, p.direction, p.price_open, p.volume, sl=sl, tp=tp,
+                                              owner=self.config.reconcile.adopt_owner, magic=p.magic or None,
+                                              identifier=p.identifier)  # fmt: skip
+            self._emit("external_change", now, identifier=trade.identifier, kind="adopted", symbol=p.symbol)
 
     # -- the cycle ------------------------------------------------------------------------------------
 
@@ -229,7 +254,11 @@ class Engine:
         position = self.broker.position(trade.identifier)  # raises on an unknown answer: nothing changes
         if position is not None:
             return TradeUpdate({}, patch)
-        deals = [d for d in self.broker.deals(trade.identifier) if d.entry in ("out", "out_by")]
+        try:
+            deals = [d for d in self.broker.deals(trade.identifier) if d.entry in ("out", "out_by")]
+        except BrokerError as exc:  # no history evidence this time: only the two-look confirmation can close
+            log.warning("dtms: deal history of %d unavailable: %s", trade.identifier, exc)
+            deals = []
         first = _at(trade.engine.get("missing_since"))
         confirmed = first is not None and (now - first).total_seconds() >= self.config.reconcile.missing_interval_s
         if not deals and not confirmed:
