@@ -237,14 +237,15 @@ class Engine:
             evaluation=_summary(evaluation),
         )  # fmt: skip
         cols["score"] = round(evaluation.score, 6)
-        # Persist the check before acting: a transition then reads the same row the deep check wrote.
-        self.store.update_trades(epoch, {trade.identifier: TradeUpdate(cols, patch)})
         step = machine.step(view, evaluation, now, self.config)
-        if step.changed and (step.new_state is not step.from_state or step.actions):
-            self._counters["transitions"] += 1
-            fresh = self.store.get_trade(trade.identifier)
-            if fresh is not None and fresh.is_open:
-                self.transitions.begin(epoch, fresh, step, now, evaluation.score)
+        if not (step.changed and (step.new_state is not step.from_state or step.actions)):
+            return TradeUpdate(cols, patch)  # committed with the tick's other updates, in one transaction
+        # Persist the check before acting: the transition then reads the row the deep check wrote.
+        self.store.update_trades(epoch, {trade.identifier: TradeUpdate(cols, patch)})
+        self._counters["transitions"] += 1
+        fresh = self.store.get_trade(trade.identifier)
+        if fresh is not None and fresh.is_open:
+            self.transitions.begin(epoch, fresh, step, now, evaluation.score)
         return None
 
     # -- pieces ---------------------------------------------------------------------------------------

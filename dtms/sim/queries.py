@@ -158,13 +158,14 @@ class Queries:
         self, *, symbol: str | None = None, group: str | None = None, ticket: int | None = None
     ) -> Any:
         def body(book: Book) -> Any:
-            chosen = sorted(book.positions.values(), key=lambda p: (p.time_msc, p.identifier))
+            chosen = list(book.positions.values())
             if symbol is not None:
                 chosen = [p for p in chosen if p.symbol == symbol]  # symbol= makes ticket= ignored
             elif group is not None:
                 chosen = [p for p in chosen if in_group(p.symbol, group)]
             elif ticket is not None:
                 chosen = [p for p in chosen if p.ticket == ticket]
+            chosen.sort(key=lambda p: (p.time_msc, p.identifier))  # filter first: a ticket query sorts one
             return tuple(self._position_record(book, p) for p in chosen)
 
         return self._read("positions_get", body)
