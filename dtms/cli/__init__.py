@@ -285,11 +285,42 @@ def trade_command(app: App, ticket: int, limit: int, as_json: bool) -> None:
             }
         )
         return
-    print_table(
-        fields_table(f"Trade {trade.ticket}", trade.model_dump().items()),
-        transitions_table(transitions),
-        actions_table(actions, title=f"Last {limit} actions"),
-    )
+    engine = trade.engine
+    fields = {k: v for k, v in trade.model_dump().items() if k != "engine"}
+    print_table(fields_table(f"Trade {trade.ticket}", fields.items()), *engine_tables(trade, engine))
+    print_table(transitions_table(transitions), actions_table(actions, title=f"Last {limit} actions"))
+
+
+def engine_tables(trade: Trade, engine: dict[str, Any]) -> list[Table]:
+    """What the leader last wrote about a trade: score breakdown, timers, warnings, legs, broker view."""
+    out: list[Table] = []
+    evaluation = engine.get("evaluation") or {}
+    signals = evaluation.get("signals") or {}
+    if signals:
+        rows = [[name, s.get("raw"), s.get("weight"), s.get("reason")] for name, s in signals.items()]
+        caption = (f"score {evaluation.get('score')} · {evaluation.get('confluence')} "
+                   f"({evaluation.get('confluence_ratio')}) · {evaluation.get('analysis')}")  # fmt: skip
+        out.append(table("Score breakdown (last deep check)", ["signal", "raw", "weight", "reason"], rows, caption))
+    timers = [
+        ("flat timer started", engine.get("flat_timer_started_at")),
+        ("recovery timer started", engine.get("recovery_timer_started_at")),
+        ("last fast check", engine.get("last_fast_at")),
+        ("last deep check", engine.get("last_deep_at")),
+        ("R multiple", engine.get("r_multiple")),
+        ("VWAP cross counter", engine.get("vwap_cross_counter")),
+        ("VWAP flip active", engine.get("vwap_flip_active")),
+        ("regime", evaluation.get("regime")),
+        ("warnings", {k: v.get("count") for k, v in (engine.get("warnings") or {}).items() if v.get("count")}),
+        ("hedge", engine.get("hedge")),
+        ("re-add legs", engine.get("readds")),
+        ("pending transition", engine.get("pending_transition")),
+        ("broker view", engine.get("broker")),
+        ("exit", engine.get("exit")),
+    ]
+    present = [(k, v) for k, v in timers if v not in (None, {}, [])]
+    if present:
+        out.append(fields_table("Engine state", present))
+    return out
 
 
 @cli.command("actions")

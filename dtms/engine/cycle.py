@@ -194,7 +194,11 @@ class Engine:
         counter, flip = self._vwap_state(trade, sym, patch)
         just_activated = False
         if trade.armed:
-            age = (now - trade.registered_at).total_seconds()
+            # Age on the trading clock, from the first fast check (a simulated or replayed terminal runs on
+            # its own time; in production both clocks agree within one fast interval).
+            first_seen = _at(eng.get("first_seen_at")) or now
+            patch["first_seen_at"] = first_seen.isoformat()
+            age = (now - first_seen).total_seconds()
             reason = cadence.activation(r_multiple, age, self.config)
             if reason is None:
                 return TradeUpdate(cols, patch)
@@ -299,6 +303,10 @@ class Engine:
         counter = int(eng.get("vwap_cross_counter", 0))
         flip = bool(eng.get("vwap_flip_active", False))
         last = eng.get("last_cross_bar")
+        if last is None:  # first sight: count the bars that close from now on, not the session's history
+            patch["last_cross_bar"] = sym.m5.newest_final_time
+            patch.update(vwap_cross_counter=counter, vwap_flip_active=flip)
+            return counter, flip
         bars = sym.new_final_m5(last)
         for row in bars:
             counter = sg.update_cross_counter(counter, float(row["close"]), sym.vwap.series.get(int(row["time"])),
