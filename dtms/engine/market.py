@@ -13,21 +13,9 @@ from zoneinfo import ZoneInfo
 import numpy as np
 from numpy.typing import NDArray
 
+from dtms.broker.rates import RATES_DTYPE
 from dtms.errors import ConfigError
 
-#: MetaTrader5's copy_rates_* record layout (spec/mt5.md); `time` is broker server time on input.
-RATES_DTYPE: Final = np.dtype(
-    [
-        ("time", "<i8"),
-        ("open", "<f8"),
-        ("high", "<f8"),
-        ("low", "<f8"),
-        ("close", "<f8"),
-        ("tick_volume", "<u8"),
-        ("spread", "<i4"),
-        ("real_volume", "<u8"),
-    ]
-)
 #: What a window hands out: UTC open times plus the `final` flag of spec §2.1.
 BAR_DTYPE: Final = np.dtype(
     [

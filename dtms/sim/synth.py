@@ -8,19 +8,8 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
+from dtms.broker.rates import RATES_DTYPE
 
-RATES_DTYPE: Final = np.dtype(
-    [
-        ("time", "<i8"),
-        ("open", "<f8"),
-        ("high", "<f8"),
-        ("low", "<f8"),
-        ("close", "<f8"),
-        ("tick_volume", "<u8"),
-        ("spread", "<i4"),
-        ("real_volume", "<u8"),
-    ]
-)
 
 # Per symbol: start price, per-minute log volatility, base spread in points, closed at weekends.
 # The volatilities give daily ranges near the real ones (EURUSD ~0.5 %, gold ~1 %, bitcoin ~3 %).
