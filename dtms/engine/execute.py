@@ -174,6 +174,10 @@ class Executor:
             return Result(ActionStatus.FAILED, {"reason": "gated"})
         if action.leg == "main" and not self._may_act(trade, ctx):
             return Result(ActionStatus.SKIPPED, {"reason": "not_owner"})
+        if kind is ActionType.OPEN_HEDGE and action.params.get("fallback"):
+            # The hedge itself was refused (10019, 10040, ...): plan its fallback, recording the real reason.
+            reason = str(action.params.get("fallback_reason") or "rejected")
+            return self._plan_and_request(action, trade, position, ctx, forced_fallback=reason)
         return self._plan_and_request(action, trade, position, ctx)
 
     def _may_act(self, trade: Trade, ctx: Context) -> bool:

@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from dtms.engine.execute import Context, Executor, Result
 from dtms.engine.machine import ActionType, Step
+from dtms.errors import BrokerError
 from dtms.events import Event, Notifier
 from dtms.models import Action, ActionStatus, Trade, TradeState
 from dtms.store import Store, TradeUpdate
@@ -75,6 +76,7 @@ class Transitions:
         begun = self.store.begin_transition(
             epoch, identifier=trade.identifier, from_state=step.from_state, to_state=step.new_state,
             reason=step.reason, score=score, actions=intents, detail=detail,
+            engine={"closing": True} if step.new_state is TradeState.CLOSED else None,
         )  # fmt: skip
         if begun is None:
             return None
@@ -125,7 +127,8 @@ class Transitions:
             # A refused hedge (10019 no money, 10040, 10044, 10046 ...) takes its fallback (spec §5.4).
             self.store.add_intent(
                 epoch, identifier=trade.identifier, idempotency_key=f"{transition_id}:fallback", leg="main",
-                action_type=ActionType.OPEN_HEDGE.value, params={**primary.params, "fallback": True},
+                action_type=ActionType.OPEN_HEDGE.value,
+                params={**primary.params, "fallback": True, "fallback_reason": f"rejected {primary.retcode}"},
                 transition_id=transition_id,
             )  # fmt: skip
             return self.drive(epoch, transition_id, now)
@@ -136,8 +139,6 @@ class Transitions:
         return "abandoned"
 
     def _run(self, epoch: int, action: Action, trade: Trade, ctx: Context) -> Result:
-        if action.params.get("fallback") and action.status is ActionStatus.INTENT:
-            ctx = Context(**{**ctx.__dict__, "hedging_account": False})  # forces hedge_fallback planning
         result = self.executor.run(epoch, action, trade, ctx)
         if result.resolved:
             self._emit("action", ctx.now, trade, action_type=action.action_type, leg=action.leg,
@@ -168,14 +169,19 @@ class Transitions:
             retrying = True
         if retrying:
             return "pending"
-        self._apply(epoch, tr, trade, None, now)
+        # A main position owned by another manager was left alone (not_owner): released to its owner (§9).
+        released = any(a.leg == "main" and a.status is ActionStatus.SKIPPED
+                       and (a.result or {}).get("reason") == "not_owner" for a in legs)  # fmt: skip
+        self._apply(epoch, tr, trade, None, now, close_reason="released_to_owner" if released else None)
         return "applied"
 
-    def _apply(self, epoch: int, tr: dict[str, Any], trade: Trade, primary: Action | None, now: datetime) -> None:
+    def _apply(self, epoch: int, tr: dict[str, Any], trade: Trade, primary: Action | None, now: datetime,
+               close_reason: str | None = None) -> None:  # fmt: skip
         target = TradeState(tr["to_state"])
         detail = tr["detail"]
         columns: dict[str, Any] = {"state": target, "state_at": now}
         engine: dict[str, Any] = {
+            "closing": None,
             "flat_timer_started_at": detail.get("flat_timer_started_at"),
             "recovery_timer_started_at": detail.get("recovery_timer_started_at"),
             "last_trail_bar_time": detail.get("last_trail_bar_time"),
@@ -185,6 +191,7 @@ class Transitions:
         if primary is not None and primary.action_type == ActionType.OPEN_HEDGE.value:
             if planned == ActionType.OPEN_HEDGE.value:
                 engine["hedge"] = {"mode": "hedge", "identifier": result.get("identifier"),
+                                   "ticket": result.get("identifier"),  # a new position's ticket is its id
                                    "volume": result.get("volume"), "sl": (primary.request or {}).get("sl"),
                                    "open_price": result.get("price")}  # fmt: skip
             elif planned == ActionType.CLOSE_ALL.value:  # hedge.fallback = close_all
@@ -196,7 +203,7 @@ class Transitions:
         if primary is not None and primary.action_type == ActionType.CLOSE_HEDGE.value:
             engine["hedge"] = None
         if target is TradeState.CLOSED:
-            columns.update(closed_at=now, close_reason=tr["reason"], armed=0)
+            columns.update(closed_at=now, close_reason=close_reason or tr["reason"], armed=0)
         position = self.executor.broker.position(trade.identifier) if target is not TradeState.CLOSED else None
         if position is not None:
             columns.update(volume=position.volume, sl=position.sl, tp=position.tp,
@@ -229,9 +236,12 @@ class Transitions:
 
     def _after_secondary(self, epoch: int, action: Action, trade: Trade, result: Result, now: datetime) -> None:
         if result.status is ActionStatus.DONE and action.action_type == ActionType.RE_ADD_POSITION.value:
-            leg = {"identifier": result.detail.get("identifier"), "volume": result.detail.get("volume")}
-            readds = [*(trade.engine.get("readds") or []), leg]
-            self.store.update_trades(epoch, {trade.identifier: TradeUpdate(engine={"readds": readds})})
+            if result.detail.get("identifier") == trade.identifier:
+                self._netted_re_add(epoch, trade, float(result.detail.get("volume") or 0.0))
+            else:
+                leg = {"identifier": result.detail.get("identifier"), "volume": result.detail.get("volume")}
+                readds = [*(trade.engine.get("readds") or []), leg]
+                self.store.update_trades(epoch, {trade.identifier: TradeUpdate(engine={"readds": readds})})
         if result.status is ActionStatus.FAILED and action.transition_id is not None:
             tries = [a for a in self.store.transition_actions(action.transition_id)
                      if a.action_type == action.action_type and a.leg == action.leg]  # fmt: skip
@@ -243,6 +253,18 @@ class Transitions:
                     params={k: v for k, v in action.params.items() if k != "fallback"},
                     transition_id=action.transition_id,
                 )  # fmt: skip
+
+    def _netted_re_add(self, epoch: int, trade: Trade, added: float) -> None:
+        """Netting: the re-add enlarged the main position itself (spec §5.4). It is no leg of its own: the
+        current volume is re-read and the closed volume reduced by the re-added volume."""
+        try:
+            position = self.executor.broker.position(trade.identifier)
+        except BrokerError:
+            position = None
+        volume = position.volume if position is not None else trade.volume + added
+        closed = max(0.0, round(trade.closed_volume - added, 8))
+        update = TradeUpdate({"volume": volume, "closed_volume": closed})
+        self.store.update_trades(epoch, {trade.identifier: update})
 
     def _emit(self, event: Any, now: datetime, trade: Trade, **fields: Any) -> None:
         self.notifier.emit(Event(event, now, {"identifier": trade.identifier, "symbol": trade.symbol, **fields}))
