@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sim_helpers import broker, sent, terminal
 
-from dtms.broker import MT5Broker, OutcomeKind, clean_comment, hedge_comment, readd_comment
+from dtms.broker import MT5Broker, OutcomeKind, action_tag, clean_comment
 from dtms.broker.mt5 import DEFAULT_MAGIC
 from dtms.broker.rules import deviation_points
 from dtms.sim import Terminal
@@ -19,7 +19,7 @@ def term() -> Terminal:
 def test_open_sends_a_complete_deal_request_with_plain_types(term: Terminal) -> None:
     b = broker(term)
     tick = b.tick("XAUUSD")
-    outcome = b.open("XAUUSD", "SELL", 0.1, sl=tick.ask + 20.0, comment=hedge_comment(123456789))
+    outcome = b.open("XAUUSD", "SELL", 0.1, sl=tick.ask + 20.0, comment=action_tag("h", 42, 123456789))
     assert outcome.kind is OutcomeKind.DONE
     (req,) = sent(term)
     assert req == {
@@ -32,7 +32,7 @@ def test_open_sends_a_complete_deal_request_with_plain_types(term: Terminal) -> 
         "tp": 0.0,
         "deviation": deviation_points(tick.bid, tick.ask, 0.01),
         "magic": DEFAULT_MAGIC,
-        "comment": "dtms-h-123456789",
+        "comment": "dtms-h123456789a42",
         "type_time": 0,
         "type_filling": 1,
     }
@@ -128,8 +128,9 @@ def test_keyword_only_terminal_gets_the_request_again_as_keywords(term: Terminal
 def test_comments_are_cleaned_to_26_safe_characters() -> None:
     assert clean_comment("dtms [sl 1.2345] hedge/leg #12345678901234567890") == "dtms sl 12345 hedgeleg 123"
     assert len(clean_comment("x" * 40)) == 26
-    assert hedge_comment(9223372036854775807) == "dtms-h-9223372036854775807"
-    assert len(readd_comment(9223372036854775807)) == 26
+    assert action_tag("h", 42, 123456789) == "dtms-h123456789a42"
+    assert action_tag("c", 7) == "dtms-ca7"
+    assert len(action_tag("r", 10**6, 9223372036854775807)) == 26
 
 
 def test_long_comment_is_truncated_before_sending(term: Terminal) -> None:

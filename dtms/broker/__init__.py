@@ -13,9 +13,8 @@ from dtms.broker.base import (
     Position,
     SymbolSpec,
     Tick,
+    action_tag,
     clean_comment,
-    hedge_comment,
-    readd_comment,
 )
 from dtms.broker.mt5 import MT5Broker
 
@@ -31,7 +30,6 @@ __all__ = [
     "Position",
     "SymbolSpec",
     "Tick",
+    "action_tag",
     "clean_comment",
-    "hedge_comment",
-    "readd_comment",
 ]

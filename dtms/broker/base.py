@@ -191,14 +191,13 @@ def clean_comment(comment: str) -> str:
     return _COMMENT_BAD.sub("", comment)[:COMMENT_MAX]
 
 
-def hedge_comment(identifier: int) -> str:
-    """The tag of a hedge leg for `identifier` (found again after a restart by magic + this comment)."""
-    return f"dtms-h-{identifier}"
+def action_tag(kind: Literal["c", "h", "r"], action_id: int, identifier: int | None = None) -> str:
+    """The comment dtms puts on a request: `dtms-c…` closes, `dtms-h<identifier>…` hedges, `dtms-r…` re-adds.
 
-
-def readd_comment(identifier: int) -> str:
-    """The tag of a re-add leg for `identifier`."""
-    return f"dtms-r-{identifier}"
+    The journal's action id in it finds the request again in the deal history after a crash; the trade's
+    identifier re-links a hedge or re-add leg. Cleaned to 26 characters (identifiers of up to 17 digits fit).
+    """
+    return clean_comment(f"dtms-{kind}{'' if identifier is None else identifier}a{action_id}")
 
 
 class Broker(Protocol):
@@ -271,7 +270,6 @@ __all__ = [
     "Position",
     "SymbolSpec",
     "Tick",
+    "action_tag",
     "clean_comment",
-    "hedge_comment",
-    "readd_comment",
 ]

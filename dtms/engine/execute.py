@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from dtms.broker.base import Broker, Outcome, OutcomeKind, Position, clean_comment
+from dtms.broker.base import Broker, Outcome, OutcomeKind, Position, action_tag
 from dtms.broker.base import SymbolSpec as BrokerSymbol
 from dtms.config import Config
 from dtms.engine import actions as plan
@@ -75,9 +75,6 @@ def planning_spec(spec: BrokerSymbol) -> plan.SymbolSpec:
     )  # fmt: skip
 
 
-def _tag(kind: str, action: Action, identifier: int | None = None) -> str:
-    # MetaTrader keeps comments on orders and deals: the action id in it finds the request again after a crash.
-    return clean_comment(f"dtms-{kind}{identifier if identifier is not None else ''}a{action.action_id}")
 
 
 class Executor:
@@ -238,12 +235,12 @@ class Executor:
             return request, lambda: broker.modify_sl_tp(identifier, sl, tp)
         if decision.action in (ActionType.PARTIAL_CLOSE, ActionType.CLOSE_ALL):
             volume = p.get("volume")
-            comment = _tag("c", action)
+            comment = action_tag("c", action.action_id)
             request = {**base, "op": "close", "volume": volume if volume is not None else position.volume,
                        "position_volume": position.volume, "comment": comment}  # fmt: skip
             return request, lambda: broker.close(identifier, volume, comment=comment)
         # open_hedge / re_add_position: a new market position, tagged so a restart finds it again
-        tag = _tag("h" if decision.action is ActionType.OPEN_HEDGE else "r", action, identifier)
+        tag = action_tag("h" if decision.action is ActionType.OPEN_HEDGE else "r", action.action_id, identifier)
         side = Direction(p["direction"]).value
         volume, sl, tp = float(p["volume"]), p.get("sl"), p.get("tp")
         magic = int(p.get("magic", self.config.execution.magic))
