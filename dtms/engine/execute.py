@@ -77,6 +77,10 @@ def planning_spec(spec: BrokerSymbol) -> plan.SymbolSpec:
 
 
 
+#: See `Executor.run`: given the action and its resolved result, the writes to commit with its outcome.
+Settle = Callable[[Action, "Result"], Callable[[], object] | None]
+
+
 class Executor:
     """Runs journal rows. Every send goes through the gateway, so none leaves without a fenced SENT row."""
 
@@ -93,11 +97,18 @@ class Executor:
         self.store = gateway.store
         self.config = config
         self.wait = wait
+        self._settle: Settle | None = None
 
     # -- run ----------------------------------------------------------------------------------------
 
-    def run(self, epoch: int, action: Action, trade: Trade, ctx: Context) -> Result:
-        """Pre-send check, plan from the fresh broker state, send (with bounded FRESH resends), record."""
+    def run(self, epoch: int, action: Action, trade: Trade, ctx: Context, settle: Settle | None = None) -> Result:
+        """Pre-send check, plan from the fresh broker state, send (with bounded FRESH resends), record.
+
+        `settle(result)`, when given, is asked once the action is resolved (DONE, SKIPPED, FAILED) and may return
+        writes that then commit in the same fenced transaction as the outcome (spec §8.3: the state changes
+        with the primary's outcome). It runs before that transaction opens, so it may read the broker.
+        """
+        self._settle = settle
         if action.status is not ActionStatus.INTENT:
             return self.reconcile(epoch, action, trade, ctx)
         attempts = 0
@@ -107,13 +118,13 @@ class Executor:
             except BrokerError as exc:  # the broker could not be read: nothing sent, try on a later check
                 return Result(ActionStatus.INTENT, {"error": str(exc)})
             if isinstance(prepared, Result):
-                self.gateway.outcome(epoch, action, prepared.status, result=prepared.detail)
+                self._commit(epoch, action, prepared, prepared.status)
                 return prepared
             request, call = prepared
             if action.attempts + attempts >= MAX_DEFERRED_SENDS:
-                detail = {"error": "deferred too often", **request}
-                self.gateway.outcome(epoch, action, ActionStatus.FAILED, result=detail, error="deferred too often")
-                return Result(ActionStatus.FAILED, detail)
+                failed = Result(ActionStatus.FAILED, {"error": "deferred too often", **request})
+                self._commit(epoch, action, failed, ActionStatus.FAILED, error="deferred too often")
+                return failed
             outcome = self.gateway.send(epoch, action, request, call)
             attempts += 1
             result = self._record(epoch, action, request, outcome, retries_left=attempts <= len(self._waits()))
@@ -129,11 +140,12 @@ class Executor:
     ) -> Result | None:
         detail = {"retcode": outcome.retcode, "text": outcome.text, "volume": outcome.volume,
                   "price": outcome.price, "identifier": outcome.identifier, "order": outcome.order,
-                  "deal": outcome.deal, **{k: v for k, v in request.items() if k in ("sl", "tp", "note")}}  # fmt: skip
+                  "deal": outcome.deal,
+                  **{k: v for k, v in request.items() if k in ("sl", "tp", "note", "planned")}}  # fmt: skip
         kind = outcome.kind
         if kind is OutcomeKind.DONE:
-            self.gateway.outcome(epoch, action, ActionStatus.DONE, result=detail, retcode=outcome.retcode)
-            return Result(ActionStatus.DONE, detail)
+            return self._commit(epoch, action, Result(ActionStatus.DONE, detail), ActionStatus.DONE,
+                                retcode=outcome.retcode)  # fmt: skip
         if kind is OutcomeKind.RETRY and retries_left:
             return None  # resend with a fresh quote
         if kind is OutcomeKind.UNKNOWN:
@@ -143,9 +155,18 @@ class Executor:
         if kind is OutcomeKind.DEFER:
             self.store.requeue_action(epoch, action.action_id, retcode=outcome.retcode, error=outcome.text)
             return Result(ActionStatus.INTENT, detail)
-        self.gateway.outcome(epoch, action, ActionStatus.FAILED, result=detail, retcode=outcome.retcode,
-                             error=outcome.text or kind.value)  # fmt: skip
-        return Result(ActionStatus.FAILED, detail, rejected=kind is OutcomeKind.REJECTED)
+        failed = Result(ActionStatus.FAILED, detail, rejected=kind is OutcomeKind.REJECTED)
+        return self._commit(epoch, action, failed, ActionStatus.FAILED, retcode=outcome.retcode,
+                            error=outcome.text or kind.value)  # fmt: skip
+
+    def _commit(self, epoch: int, action: Action, result: Result, status: ActionStatus, **fields: Any) -> Result:
+        """Record the outcome, together with what `settle` wants written for a resolved action (one fenced tx)."""
+        writes = self._settle(action, result) if self._settle is not None and result.resolved else None
+        with self.store.fenced(epoch):
+            self.gateway.outcome(epoch, action, status, result=result.detail, **fields)
+            if writes is not None:
+                writes()
+        return result
 
     def _prepare(
         self, action: Action, trade: Trade, ctx: Context
@@ -258,9 +279,8 @@ class Executor:
         except BrokerError as exc:  # broker unreachable: the row stays, the trade takes no new action
             return Result(action.status, {"error": str(exc)})
         if found is not None:
-            detail = {**(action.result or {}), **found, "reconciled": True}
-            self.gateway.outcome(epoch, action, ActionStatus.DONE, result=detail)
-            return Result(ActionStatus.DONE, detail)
+            done = Result(ActionStatus.DONE, {**(action.result or {}), **found, "reconciled": True})
+            return self._commit(epoch, action, done, ActionStatus.DONE)
         # Nothing found: look once more after `unknown_recheck_s`, then it was not applied.
         first_look = (action.result or {}).get("recheck_from")
         if first_look is None:
@@ -270,9 +290,8 @@ class Executor:
         wait = timedelta(seconds=self.config.execution.unknown_recheck_s)
         if ctx.now < datetime.fromisoformat(first_look) + wait:
             return Result(ActionStatus.UNKNOWN, action.result or {})
-        detail = {**(action.result or {}), "reason": "not_applied"}
-        self.gateway.outcome(epoch, action, ActionStatus.FAILED, result=detail, error="not applied")
-        return Result(ActionStatus.FAILED, detail)
+        failed = Result(ActionStatus.FAILED, {**(action.result or {}), "reason": "not_applied"})
+        return self._commit(epoch, action, failed, ActionStatus.FAILED, error="not applied")
 
     def _evidence(self, action: Action, request: dict[str, Any], trade: Trade) -> dict[str, Any] | None:
         op = request.get("op")

@@ -99,10 +99,16 @@ class Transitions:
         target = TradeState(tr["to_state"])
         ctx = self.context(trade, target)
         primaries = [a for a in self.store.transition_actions(transition_id) if a.params.get("primary")]
-        results: dict[int, Result] = {}
+        # A single primary (every rule but close_all) applies the state change in its outcome's transaction.
+        settle = None if target is TradeState.CLOSED else self._settler(epoch, tr, trade, now)
         for action in primaries:
             if action.status not in FINAL:
-                results[action.action_id] = self._run(epoch, action, trade, ctx)
+                self._run(epoch, action, trade, ctx, settle)
+        current = self.store.transition(transition_id)
+        if current is not None and current["status"] == "applied":
+            self._applied(tr, trade, now)
+            self._run_secondaries(epoch, transition_id, now)
+            return "applied"
         primaries = [a for a in self.store.transition_actions(transition_id) if a.params.get("primary")]
         if any(a.status not in FINAL for a in primaries):
             return "pending"
@@ -138,16 +144,28 @@ class Transitions:
                    "error": primary.error})  # fmt: skip
         return "abandoned"
 
-    def _run(self, epoch: int, action: Action, trade: Trade, ctx: Context) -> Result:
-        result = self.executor.run(epoch, action, trade, ctx)
+    def _settler(self, epoch: int, tr: dict[str, Any], trade: Trade, now: datetime) -> Any:
+        def settle(action: Action, result: Result) -> Any:
+            if not (result.status is ActionStatus.DONE or self._is_valid_skip(result.status, result.detail)):
+                return None
+            update = self._update(tr, trade, action.action_type, result.status, result.detail, now)
+            return lambda: self.store.finish_transition(epoch, tr["transition_id"], applied=True, update=update)
+
+        return settle
+
+    def _run(self, epoch: int, action: Action, trade: Trade, ctx: Context, settle: Any = None) -> Result:
+        result = self.executor.run(epoch, action, trade, ctx, settle)
         if result.resolved:
             self._emit("action", ctx.now, trade, action_type=action.action_type, leg=action.leg,
                        status=result.status.value, detail=result.detail.get("reason") or result.detail.get("text"))  # fmt: skip
         return result
 
     @staticmethod
-    def _valid_skip(action: Action) -> bool:
-        return action.status is ActionStatus.SKIPPED and (action.result or {}).get("reason") in VALID_SKIPS
+    def _is_valid_skip(status: ActionStatus, detail: dict[str, Any] | None) -> bool:
+        return status is ActionStatus.SKIPPED and (detail or {}).get("reason") in VALID_SKIPS
+
+    def _valid_skip(self, action: Action) -> bool:
+        return self._is_valid_skip(action.status, action.result)
 
     def _drive_close(self, epoch: int, tr: dict[str, Any], trade: Trade, legs: list[Action], now: datetime) -> str:
         """close_all is never abandoned: a failed leg gets a fresh intent on every drive until it closes."""
@@ -177,6 +195,24 @@ class Transitions:
 
     def _apply(self, epoch: int, tr: dict[str, Any], trade: Trade, primary: Action | None, now: datetime,
                close_reason: str | None = None) -> None:  # fmt: skip
+        """Apply a transition whose primary was resolved earlier (or that has none), in its own transaction."""
+        if primary is None:
+            update = self._update(tr, trade, None, None, {}, now, close_reason)
+        else:
+            update = self._update(tr, trade, primary.action_type, primary.status, primary.result or {}, now)
+        self.store.finish_transition(epoch, tr["transition_id"], applied=True, update=update)
+        self._applied(tr, trade, now)
+
+    def _applied(self, tr: dict[str, Any], trade: Trade, now: datetime) -> None:
+        applied = self.store.get_trade(trade.identifier)
+        state = applied.state.value if applied is not None else tr["to_state"]
+        self._emit("state_transition", now, trade, **{"from": tr["from_state"], "to": state,
+                   "reason": tr["reason"], "score": tr["score"], "transition_id": tr["transition_id"],
+                   "status": "applied"})  # fmt: skip
+
+    def _update(self, tr: dict[str, Any], trade: Trade, primary_type: str | None, status: ActionStatus | None,
+                result: dict[str, Any], now: datetime, close_reason: str | None = None) -> TradeUpdate:  # fmt: skip
+        """The trade's new state, timers, legs and volumes once the primary action is resolved (reads the broker)."""
         target = TradeState(tr["to_state"])
         detail = tr["detail"]
         columns: dict[str, Any] = {"state": target, "state_at": now}
@@ -186,21 +222,20 @@ class Transitions:
             "recovery_timer_started_at": detail.get("recovery_timer_started_at"),
             "last_trail_bar_time": detail.get("last_trail_bar_time"),
         }
-        result = (primary.result or {}) if primary is not None and primary.status is ActionStatus.DONE else {}
-        planned = (primary.request or {}).get("planned") if primary is not None else None
-        if primary is not None and primary.action_type == ActionType.OPEN_HEDGE.value:
+        done = result if status is ActionStatus.DONE else {}
+        planned = result.get("planned")
+        if primary_type == ActionType.OPEN_HEDGE.value:
             if planned == ActionType.OPEN_HEDGE.value:
-                engine["hedge"] = {"mode": "hedge", "identifier": result.get("identifier"),
-                                   "ticket": result.get("identifier"),  # a new position's ticket is its id
-                                   "volume": result.get("volume"), "sl": (primary.request or {}).get("sl"),
-                                   "open_price": result.get("price")}  # fmt: skip
+                engine["hedge"] = {"mode": "hedge", "identifier": done.get("identifier"),
+                                   "ticket": done.get("identifier"),  # a new position's ticket is its id
+                                   "volume": done.get("volume"), "sl": result.get("sl"),
+                                   "open_price": done.get("price")}  # fmt: skip
             elif planned == ActionType.CLOSE_ALL.value:  # hedge.fallback = close_all
                 target = TradeState.CLOSED
                 columns["state"] = target
             else:
-                engine["hedge"] = {"mode": "reduced", "volume": result.get("volume"),
-                                   "reason": (primary.request or {}).get("note")}  # fmt: skip
-        if primary is not None and primary.action_type == ActionType.CLOSE_HEDGE.value:
+                engine["hedge"] = {"mode": "reduced", "volume": done.get("volume"), "reason": result.get("note")}
+        if primary_type == ActionType.CLOSE_HEDGE.value:
             engine["hedge"] = None
         if target is TradeState.CLOSED:
             columns.update(closed_at=now, close_reason=close_reason or tr["reason"], armed=0)
@@ -208,10 +243,7 @@ class Transitions:
         if position is not None:
             columns.update(volume=position.volume, sl=position.sl, tp=position.tp,
                            closed_volume=max(0.0, trade.initial_volume - position.volume))  # fmt: skip
-        self.store.finish_transition(epoch, tr["transition_id"], applied=True, update=TradeUpdate(columns, engine))
-        self._emit("state_transition", now, trade, **{"from": tr["from_state"], "to": target.value,
-                   "reason": tr["reason"], "score": tr["score"], "transition_id": tr["transition_id"],
-                   "status": "applied"})  # fmt: skip
+        return TradeUpdate(columns, engine)
 
     # -- secondaries --------------------------------------------------------------------------------
 
