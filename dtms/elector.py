@@ -110,7 +110,8 @@ class Elector:
             token=secrets.token_hex(8),
         )
         self._ttl_ms = round(settings.lease_ttl_s * 1000)
-        self._lock = OSLock(f"{store.path}.lock")
+        # Beside the real file: processes spelling the path through a symlink must share one lock.
+        self._lock = OSLock(f"{os.path.realpath(store.path)}.lock")
         self._mu = threading.RLock()
         self._stop = threading.Event()
         self._wake = threading.Event()

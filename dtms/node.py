@@ -84,18 +84,22 @@ class Node:
         self._loop_thread: threading.Thread | None = None
         self._data_version = -1
         self._started = False
-        self.elector = Elector(
-            self.store,
-            name=self.name,
-            settings=self.settings,
-            clock=self.clock,
-            on_elected=self._start_loop,
-            on_deposed=self._stop_loop,
-            can_lead=self._loop_is_idle,
-            on_started_leading=on_started_leading,
-            on_stopped_leading=on_stopped_leading,
-            on_new_leader=on_new_leader,
-        )
+        try:
+            self.elector = Elector(
+                self.store,
+                name=self.name,
+                settings=self.settings,
+                clock=self.clock,
+                on_elected=self._start_loop,
+                on_deposed=self._stop_loop,
+                can_lead=self._loop_is_idle,
+                on_started_leading=on_started_leading,
+                on_stopped_leading=on_stopped_leading,
+                on_new_leader=on_new_leader,
+            )
+        except BaseException:
+            self.store.close()  # e.g. OSLock refused a symlinked lock file: leave nothing open
+            raise
         self.gateway = Gateway(self.store, self.elector, send_margin_s=self.settings.send_margin_s)
         self._work = work
         if work is None and broker is not None:

@@ -14,7 +14,7 @@ from typing import Any, Final, Protocol
 import apsw
 import numpy as np
 
-from dtms.errors import DataError
+from dtms.errors import ConfigError, DataError
 from dtms.sim.book import META_KEYS, Book
 from dtms.sim.feed import Rates
 from dtms.sim.models import Deal, Order, Position
@@ -114,7 +114,9 @@ class SqliteState:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
             os.close(fd)
         except FileExistsError:
-            pass
+            # A dangling symlink: SQLite would follow it and create the target 0644, not owner-only.
+            if self.path.is_symlink() and not self.path.exists():
+                raise ConfigError(f"{self.path} is a symlink to a missing file; not creating it") from None
         self._conn = self._connect()
         created_bars: Bars | None = None
         with self._immediate():

@@ -16,6 +16,7 @@ import apsw
 
 from dtms.clock import Clock, SystemClock
 from dtms.errors import (
+    InvalidArgumentError,
     LeaseLostError,
     SchemaVersionError,
     StoreBusyError,
@@ -29,6 +30,8 @@ from dtms.store.schema import MIGRATIONS, SCHEMA_VERSION
 #: NOTE: long enough to ride out a checkpoint or a burst of writers; short enough that a wedged writer
 #: (a process stopped inside a transaction, spec/election.md 4.11) surfaces as StoreBusyError, not a hang.
 DEFAULT_BUSY_TIMEOUT_S: Final = 5.0
+#: sqlite3_busy_timeout takes a C int of milliseconds.
+MAX_BUSY_TIMEOUT_S: Final = (2**31 - 1) / 1000
 #: The path of a private in-memory database (replays and tests): one connection, no WAL, no election.
 MEMORY: Final = ":memory:"
 #: Owner-only: trade data and the lease are nobody else's business (the WAL and SHM files inherit it).
@@ -125,20 +128,36 @@ class StoreCore:
         clock: Clock | None = None,
         allow_network_fs: bool = False,
     ) -> None:
-        self.in_memory = str(path) == MEMORY
-        self.path = Path(MEMORY) if self.in_memory else Path(path).expanduser().absolute()
+        raw = os.fspath(path) if isinstance(path, os.PathLike) else path
+        if not isinstance(raw, str) or not raw or "\x00" in raw:
+            raise InvalidArgumentError(f"path must be a non-empty str or os.PathLike, got {path!r}")
+        if (
+            isinstance(busy_timeout_s, bool)
+            or not isinstance(busy_timeout_s, int | float)
+            or not 0 <= busy_timeout_s <= MAX_BUSY_TIMEOUT_S
+        ):
+            raise InvalidArgumentError(
+                f"busy_timeout_s must be from 0 to {MAX_BUSY_TIMEOUT_S} s, got {busy_timeout_s!r}"
+            )
+        self.in_memory = raw == MEMORY
         self.clock: Clock = clock or SystemClock()
         self._pid = os.getpid()
         self._lock = threading.RLock()
         self._forked = False
         self._closed = False
-        if self.in_memory:
-            pass
-        elif not self.path.exists():
-            if not create:
-                raise StoreNotFoundError(f"no dtms database at {self.path}")
-            self._create_file()
-        fstype = None if self.in_memory else _filesystem_type(self.path.parent.resolve())
+        try:
+            self.path = Path(MEMORY) if self.in_memory else Path(raw).expanduser().absolute()
+            if self.in_memory:
+                pass
+            elif not self.path.exists():
+                if not create:
+                    raise StoreNotFoundError(f"no dtms database at {self.path}")
+                self._create_file()
+            fstype = None if self.in_memory else _filesystem_type(self.path.parent.resolve())
+        except StoreError:  # StoreNotFoundError is an OSError too
+            raise
+        except (OSError, RuntimeError, UnicodeError) as exc:  # the path cannot be a file of ours
+            raise StoreError(f"{raw!r} cannot be opened as a dtms database: {exc}") from exc
         if fstype in NETWORK_FILESYSTEMS and not allow_network_fs:
             raise StoreError(
                 f"{self.path} is on a network file system ({fstype}): SQLite WAL and the election lock need "
@@ -146,10 +165,18 @@ class StoreCore:
             )
         try:
             self._conn = apsw.Connection(str(self.path))
+        except (apsw.Error, UnicodeError) as exc:
+            if isinstance(exc, apsw.Error):
+                raise _translate(exc, self.path) from exc
+            raise StoreError(f"{raw!r} cannot be opened as a dtms database: {exc}") from exc
+        try:
             self._configure(busy_timeout_s)
             self._migrate()
-        except apsw.Error as exc:
-            raise _translate(exc, self.path) from exc
+        except BaseException as exc:
+            self._conn.close()
+            if isinstance(exc, apsw.Error):
+                raise _translate(exc, self.path) from exc
+            raise
         _LIVE_STORES.add(self)
 
     # -- setup ------------------------------------------------------------------------------------------
@@ -166,6 +193,9 @@ class StoreCore:
         try:
             fd = os.open(self.path, flags, FILE_MODE)
         except FileExistsError:
+            # A dangling symlink: SQLite would follow it and create the target 0644, not owner-only.
+            if self.path.is_symlink():
+                raise StoreError(f"{self.path} is a symlink to a missing file; not creating it") from None
             return
         os.close(fd)
 
