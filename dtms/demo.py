@@ -80,10 +80,12 @@ class DemoResult:
     actions_by_status: dict[str, int] = field(default_factory=dict)
     duplicates: list[str] = field(default_factory=list)
     directory: str = ""
+    processes: int = 0
 
     @property
     def ok(self) -> bool:
-        return not self.duplicates
+        """No action executed twice, a leader was elected, and (with two or more processes) one took over."""
+        return not self.duplicates and bool(self.epochs) and (self.failovers > 0 or self.processes < 2)
 
 
 def duplicates(store: dtms.Store, broker: Any) -> list[str]:
@@ -145,7 +147,7 @@ def run(
     dtms.open(db).close()
     events: Any = CTX.Queue()
     procs: dict[str, Any] = {}
-    result = DemoResult(directory=directory)
+    result = DemoResult(directory=directory, processes=processes)
     notes: list[str] = []
     tick_s = max(0.02, min(0.5, 30.0 / speed))  # about one fast-check interval of terminal time
 
@@ -192,10 +194,12 @@ def run(
                 if view is not None:
                     view.update(_table(store, notes))
     finally:
-        for p in procs.values():
+        for p in procs.values():  # all at once: one by one, each survivor would take over in turn
             with contextlib.suppress(Exception):
                 if p.is_alive():
                     p.kill()
+        for p in procs.values():
+            with contextlib.suppress(Exception):
                 p.join(5)
                 p.close()
     result.trades_by_state = dict(Counter(t.state.value for t in store.list_trades(include_closed=True)))
@@ -221,6 +225,10 @@ def summary(result: DemoResult) -> str:
         "duplicates: none (every done action appears once in the terminal's deal history)"
         if not result.duplicates else "DUPLICATES: " + "; ".join(result.duplicates),
     ]
+    if not result.epochs:
+        lines.append("NO LEADER was elected: the bot processes did not start (see the errors above)")
+    elif result.failovers == 0 and result.processes > 1:
+        lines.append("NO FAILOVER was observed within the run: try a longer --duration")
     if result.directory and Path(result.directory).exists():
         lines.append(f"files kept in {result.directory}")
     return "\n".join(lines)
