@@ -315,7 +315,12 @@ class Elector:
                     if self._epoch == epoch:
                         self._step_down("callback_failed", release=True)
 
-            self._calls.put(call_started)
+            if threading.current_thread().name.startswith("dtms-waiter"):
+                # Won through the OS lock: the waiter has nothing else to do, so the callback runs here at
+                # once instead of waiting for the dispatcher thread to get the GIL (about 0.5 ms here).
+                call_started()
+            else:  # won by expiry on the heart thread, which must not be held up by user code
+                self._calls.put(call_started)
         self._on_elected(epoch)
         self._wake.set()
 
