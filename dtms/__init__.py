@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from dtms.elector import LeaderSeen
 from dtms.errors import (
     BrokerError,
     BrokerUnavailableError,
@@ -24,8 +25,17 @@ from dtms.errors import (
     TradeNotFoundError,
     UsedAfterForkError,
 )
-from dtms.models import Action, ActionStatus, Direction, Health, LeaseInfo, LeaseState, Trade, TradeState, Transition
-from dtms.elector import LeaderSeen
+from dtms.models import (
+    Action,
+    ActionStatus,
+    Direction,
+    Health,
+    LeaseInfo,
+    LeaseState,
+    Trade,
+    TradeState,
+    Transition,
+)
 from dtms.node import Node
 from dtms.store import Store, open
 

@@ -49,7 +49,7 @@ def _node_process(db: str, sim: str, name: str, opens: int, seed: int, events: A
     )  # fmt: skip
     node.start()
     events.put(("ready", name, os.getpid(), None, time.monotonic()))
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311  # a reproducible demo market, not security
     trader = MT5Broker(term)  # the bot's own connection, as a real bot would have
     trader.connect()
     for _ in range(opens):
@@ -172,7 +172,7 @@ def run(
         with live_cm as view:
             while time.monotonic() - started < duration:
                 with contextlib.suppress(queue.Empty):
-                    kind, name, pid, epoch, t = events.get(timeout=0.25)
+                    kind, name, _pid, epoch, t = events.get(timeout=0.25)
                     if kind == "started":
                         result.epochs.append(epoch)
                         if killed is not None:

@@ -556,6 +556,6 @@ def health_command(app: App, as_json: bool) -> None:
 
 
 # The other command modules register themselves on `cli` when imported.
-from dtms.cli import operate as _operate  # noqa: E402
+from dtms.cli import operate  # noqa: E402, F401  # imported for its commands
 
 __all__ = ["DEFAULT_DB", "App", "Cli", "cli", "main"]
