@@ -16,7 +16,7 @@ from dtms.engine import rails as rl
 from dtms.engine import signals as sg
 from dtms.engine.execute import Context, Executor
 from dtms.engine.market import spread_points, symbol_key
-from dtms.engine.symbols import SymbolData
+from dtms.engine.symbols import DEFAULT_TIMEFRAMES, SymbolData, check_timeframes
 from dtms.engine.transitions import Transitions
 from dtms.errors import BrokerError, DataError
 from dtms.events import Event, Notifier
@@ -38,6 +38,7 @@ class Engine:
 
     It is a `dtms.node.LeaderWork`: the Node calls `start(epoch)` when it begins leading, `tick(epoch)` once per
     loop interval, `stop()` when leading ends. Everything it needs to resume lives in the database.
+    `timeframes` are the (fast, slow) bar timeframes, M5 and M15 by default; replay maps them onto coarser data.
     """
 
     def __init__(
@@ -50,8 +51,10 @@ class Engine:
         now: Callable[[], datetime],
         notifier: Notifier | None = None,
         wait: Callable[[float], object] = lambda s: None,
+        timeframes: tuple[str, str] = DEFAULT_TIMEFRAMES,
     ) -> None:
         self.store, self.broker, self.config, self.now = store, broker, config, now
+        self.timeframes = check_timeframes(timeframes)
         self.notifier = notifier or Notifier(attempts=config.notify.hook_attempts)
         self.executor = Executor(broker, gateway, config, wait=wait)
         self.transitions = Transitions(store, self.executor, self.notifier, self._context)
@@ -144,6 +147,31 @@ class Engine:
                 self.reconcile(epoch, now)
         self._write_status(epoch, now, halted)
 
+    def next_due(self, now: datetime) -> datetime | None:
+        """The earliest time from `now` at which a tick would change anything; None without open trades.
+
+        A tick acts through a trade's fast check (deep checks, actions and retries run inside it), drives
+        pending transitions on every tick, reconciles every `reconcile.interval_s` and samples the hourly
+        equity baseline at the first tick of each UTC hour. Every other tick of a live loop only rewrites the
+        status row, so a replay ticks at these times only and runs the very same cycle.
+        """
+        trades = self.store.list_trades()
+        if not trades:
+            return None
+        due = [rl.hour_start(now) + timedelta(hours=1)]
+        if self._last_reconcile is not None:
+            due.append(self._last_reconcile + timedelta(seconds=self.config.reconcile.interval_s))
+        for trade in trades:
+            sym = self.symbols.get(trade.symbol)
+            last = _at(trade.engine.get("last_fast_at"))
+            if trade.engine.get("pending_transition") is not None or sym is None or last is None:
+                return now
+            volatility = sym.regime.volatility if sym.regime else None
+            flat = bool(sym.regime and sym.regime.is_flat)
+            interval = cadence.fast_interval_s(trade.state, volatility, flat, self.config)
+            due.append(last + timedelta(seconds=interval))
+        return max(now, min(due))
+
     def _trade(self, epoch: int, trade: Trade, now: datetime, snapshot: dict[int, Position] | None) -> TradeUpdate | None:  # fmt: skip
         eng = trade.engine
         pending = eng.get("pending_transition")
@@ -216,7 +244,8 @@ class Engine:
         due = cadence.deep_due(_at(eng.get("last_deep_at")), now, self.config, just_activated=just_activated,
                                timer_expired=expired, event=event)  # fmt: skip
         state = self._trading_state(trade.symbol)
-        stale = rl.data_stale(sym.m5.newest_final_time, now, self.config, ready=sym.ready)
+        stale = rl.data_stale(sym.m5.newest_final_time, now, self.config, ready=sym.ready,
+                              timeframe_s=sym.m5.timeframe_s)  # fmt: skip
         if due is None:
             return TradeUpdate(cols, patch)
         if state is rl.TradingState.HALTED or stale:
@@ -339,7 +368,7 @@ class Engine:
             key, matched = symbol_key(symbol, sc.vwap_base.keys(), sc.aliases, sc.suffix_pattern)
             if not matched:
                 log.warning("dtms: %s has no per-symbol settings; using the defaults", symbol)
-            data = self.symbols[symbol] = SymbolData(symbol, key, self.config)
+            data = self.symbols[symbol] = SymbolData(symbol, key, self.config, self.timeframes)
             data.hourly_medians = list(self.store.setting(f"spread.{symbol}", []))
         return data
 

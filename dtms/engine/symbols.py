@@ -5,29 +5,68 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
 
 from dtms.broker.base import Broker
+from dtms.broker.codes import TIMEFRAMES
 from dtms.config import Config
 from dtms.engine import regime as rg
 from dtms.engine import signals as sg
-from dtms.engine.market import M5_S, M15_S, BarWindow, SessionVwap, spread_median
-from dtms.errors import BrokerError
+from dtms.engine.market import BarWindow, SessionVwap, spread_median
+from dtms.errors import BrokerError, ConfigError
 from dtms.models import Direction
 
 log = logging.getLogger(__name__)
 
+#: The engine's (fast, slow) timeframes: M5 for VWAP, crosses and candles; M15 for structure, momentum,
+#: EMAs and the regime (spec §2.1). Replay maps them onto coarser data, e.g. ("H1", "H4").
+DEFAULT_TIMEFRAMES: Final = ("M5", "M15")
+_UNIT_S: Final = {"M": 60, "H": 3600, "D": 86400, "W": 604800}
+
+
+def timeframe_s(name: str) -> int:
+    """Seconds of a fixed-length MetaTrader timeframe name (M1 … M30, H1 … H12, D1, W1).
+
+    Raises:
+        ConfigError: an unknown name, or MN1 (months have no fixed length).
+    """
+    text = name.strip().upper() if isinstance(name, str) else ""
+    if text not in TIMEFRAMES or text == "MN1":
+        known = ", ".join(t for t in TIMEFRAMES if t != "MN1")
+        raise ConfigError(f"unknown timeframe {name!r}: use one of {known}")
+    return _UNIT_S[text[0]] * int(text[1:])
+
+
+def check_timeframes(timeframes: tuple[str, str]) -> tuple[str, str]:
+    """Upper-cased (fast, slow) names; the slow one must be a whole multiple of the fast one, and longer.
+
+    Raises:
+        ConfigError: not two names, an unknown name, or a slow timeframe that is not a multiple of the fast.
+    """
+    if len(timeframes) != 2:
+        raise ConfigError(f"timeframes: expected two names (fast, slow), got {timeframes!r}")
+    fast, slow = (str(t).strip().upper() for t in timeframes)
+    fast_s, slow_s = timeframe_s(fast), timeframe_s(slow)
+    if slow_s <= fast_s or slow_s % fast_s:
+        raise ConfigError(f"timeframes: {slow} must be a longer whole multiple of {fast} (e.g. M5,M15; H1,H4)")
+    return fast, slow
+
 
 @dataclass
 class SymbolData:
-    """One symbol's windows (created once, never reset by a new trade: B-DATA-4) and what derives from them."""
+    """One symbol's windows (created once, never reset by a new trade: B-DATA-4) and what derives from them.
+
+    `m5` and `m15` are the fast and slow windows; their timeframes are `timeframes` (M5 and M15 unless a
+    replay maps the engine onto coarser data).
+    """
 
     symbol: str
     key: str
     config: Config
+    timeframes: tuple[str, str] = DEFAULT_TIMEFRAMES
     m5: BarWindow = field(init=False)
     m15: BarWindow = field(init=False)
     vwap: SessionVwap = field(init=False)
@@ -44,8 +83,10 @@ class SymbolData:
 
     def __post_init__(self) -> None:
         dc = self.config.data
-        self.m5 = BarWindow(M5_S, dc.m5_window, dc.partial_bar_delay_s)
-        self.m15 = BarWindow(M15_S, dc.m15_window, dc.partial_bar_delay_s)
+        self.timeframes = check_timeframes(self.timeframes)
+        fast, slow = self.timeframes
+        self.m5 = BarWindow(timeframe_s(fast), dc.m5_window, dc.partial_bar_delay_s)
+        self.m15 = BarWindow(timeframe_s(slow), dc.m15_window, dc.partial_bar_delay_s)
         vc = self.config.vwap
         self.vwap = SessionVwap(vc.session_timezone, vc.session_start)
 
@@ -58,14 +99,15 @@ class SymbolData:
             return
         self.refreshed_tick = tick_no
         dc = self.config.data
+        fast, slow = self.timeframes
         try:
             m5_n = dc.m5_fetch if self.ready else dc.m5_window + 1
             m15_n = dc.m15_fetch if self.ready else dc.m15_window + 1
-            m5, m15 = broker.bars(self.symbol, "M5", m5_n), broker.bars(self.symbol, "M15", m15_n)
+            m5, m15 = broker.bars(self.symbol, fast, m5_n), broker.bars(self.symbol, slow, m15_n)
             if self.ready and (self.m5.missing_range(m5) or self.m15.missing_range(m15)):
                 # The fetch did not overlap the windows (downtime): fetch a whole window again (spec §2.3).
-                m5 = broker.bars(self.symbol, "M5", dc.m5_window + 1)
-                m15 = broker.bars(self.symbol, "M15", dc.m15_window + 1)
+                m5 = broker.bars(self.symbol, fast, dc.m5_window + 1)
+                m15 = broker.bars(self.symbol, slow, dc.m15_window + 1)
         except BrokerError as exc:
             self.last_error = str(exc)
             log.warning("dtms: bars for %s unavailable: %s", self.symbol, exc)
@@ -143,4 +185,4 @@ class SymbolData:
         }
 
 
-__all__ = ["SymbolData"]
+__all__ = ["DEFAULT_TIMEFRAMES", "SymbolData", "check_timeframes", "timeframe_s"]

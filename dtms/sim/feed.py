@@ -261,11 +261,14 @@ class Series:
                 break
             seg_a = max(times[j], ta)
             seg_b = min(times[j + 1], tb)
-            pa = self._interp(k, seg_a) + off if seg_a > times[j] else prices[j] + off
             pb = prices[j + 1] + off if seg_b == times[j + 1] else self._interp(k, seg_b) + off
             if crossed(pb):
-                frac = 1.0 if pb == pa else (level - pa) / (pb - pa)
-                return min(seg_b, seg_a + int(np.ceil(frac * (seg_b - seg_a)))), level
+                # Where the segment's own line meets the level, not a line from the (rounded) price at the
+                # scan's start: that made the fill time depend on how the clock had been stepped.
+                p0, p1 = prices[j] + off, prices[j + 1] + off
+                frac = 1.0 if p1 == p0 else (level - p0) / (p1 - p0)
+                at = times[j] + int(np.ceil(frac * (times[j + 1] - times[j])))
+                return min(seg_b, max(seg_a, at)), level
         return None
 
     def ticks(self, from_ms: int, to_ms: int) -> list[tuple[int, float, float]]:
