@@ -4,6 +4,7 @@
 DtmsError(Exception)                                  `except dtms.DtmsError` catches everything of ours
 ├── ConfigError(DtmsError, ValueError)                invalid settings
 ├── InvalidArgumentError(DtmsError, ValueError)       a bad argument that no pydantic model checks
+├── ExtraNotInstalledError(DtmsError, ImportError)    an optional extra (e.g. dtms[plot]) is not installed
 ├── StoreError(DtmsError)
 │   ├── StoreBusyError(StoreError, TimeoutError)      busy timeout elapsed (from apsw.BusyError)
 │   ├── SchemaVersionError(StoreError)                database newer than this code
@@ -38,6 +39,10 @@ class ConfigError(DtmsError, ValueError):
 
 class InvalidArgumentError(DtmsError, ValueError):
     """A bad argument to a call whose input is not a pydantic model (a ticket, a limit, a reason)."""
+
+
+class ExtraNotInstalledError(DtmsError, ImportError):
+    """An optional extra (e.g. `dtms[plot]`) is needed for this call and is not installed."""
 
 
 class StoreError(DtmsError):
@@ -114,6 +119,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DtmsError",
+    "ExtraNotInstalledError",
     "InvalidArgumentError",
     "InvalidTransitionError",
     "LeaseError",

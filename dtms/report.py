@@ -14,7 +14,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from dtms.errors import DtmsError
+from dtms.errors import ExtraNotInstalledError
 
 #: States in order of trouble, for the colour bands and the whole-run strip (the worst state shows on top).
 STATES: Final = ("HEALTHY (armed)", "HEALTHY", "RECOVERING", "WARNING_L1", "WARNING_L2", "HEDGED")
@@ -27,10 +27,6 @@ STATE_COLOURS: Final = {
     "HEDGED": "#d73027",
 }
 PERCENTILES: Final = (50, 75, 90, 95, 99)
-
-
-class ExtraNotInstalledError(DtmsError, ImportError):
-    """An optional extra (e.g. `dtms[plot]`) is needed for this call and is not installed."""
 
 
 @dataclass(frozen=True)
@@ -413,7 +409,6 @@ def _draw_states(strip: Any, trades: Sequence[TradeResult]) -> None:
 
 __all__ = [
     "STATES",
-    "ExtraNotInstalledError",
     "Report",
     "TradeResult",
     "action_counts",

@@ -143,3 +143,42 @@ def test_demo_shows_a_failover_without_duplicates():
     assert result.returncode == 0, result.stdout + result.stderr
     assert "failovers: 1" in result.stdout
     assert "duplicates: none" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def bars_csv(tmp_path_factory):  # type: ignore[no-untyped-def]
+    """Three days of the embedded synthetic EURUSD M1 bars as a plain OHLCV CSV."""
+    from datetime import UTC, datetime
+
+    from dtms.replay import synthetic
+
+    path = tmp_path_factory.mktemp("bars") / "EURUSD_M1.csv"
+    rows = ["time,open,high,low,close,volume"]
+    for x in synthetic("EURUSD", days=3, seed=2):
+        stamp = datetime.fromtimestamp(int(x["time"]), UTC).strftime("%Y-%m-%d %H:%M:%S")
+        rows.append(f"{stamp},{x['open']},{x['high']},{x['low']},{x['close']},{x['tick_volume']}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_replay_prints_both_columns_and_the_same_json_twice(bars_csv, tmp_path):
+    """`dtms replay` reports managed beside baseline; two runs give identical JSON (files and stdout)."""
+    runner = CliRunner()
+    table = runner.invoke(cli, ["replay", str(bars_csv), "--every", "48", "--seed", "3"])
+    assert table.exit_code == 0, table.output
+    assert "managed" in table.output and "baseline" in table.output
+    first = runner.invoke(cli, ["replay", str(bars_csv), "--every", "48", "--seed", "3", "--json",
+                                "--out", str(tmp_path / "a.json")])  # fmt: skip
+    second = runner.invoke(cli, ["replay", str(bars_csv), "--every", "48", "--seed", "3", "--json"])
+    assert first.exit_code == second.exit_code == 0
+    data = json.loads((tmp_path / "a.json").read_text())
+    assert {"managed", "baseline"} <= set(data)
+    assert (tmp_path / "a.json").read_text().strip() == second.stdout.strip()
+
+
+def test_replay_refuses_a_file_that_is_not_bars(tmp_path):
+    """Anything but bars exits 1 with a message, not a traceback."""
+    bad = tmp_path / "x.csv"
+    bad.write_text("hello,world\n1,2\n")
+    result = CliRunner().invoke(cli, ["replay", str(bad), "--symbol", "EURUSD"])
+    assert result.exit_code == 1 and "Traceback" not in result.output

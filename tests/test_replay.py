@@ -16,7 +16,8 @@ from dtms.config import Config
 from dtms.engine.symbols import SymbolData, check_timeframes, timeframe_s
 from dtms.errors import ConfigError, DataError, InvalidArgumentError
 from dtms.replay import Entry, load_bars, read_entries, replay, synthetic
-from dtms.report import ExtraNotInstalledError, Report, TradeResult, plot, render, summarize, time_in_states
+from dtms.errors import ExtraNotInstalledError
+from dtms.report import Report, TradeResult, plot, render, summarize, time_in_states
 
 SYMBOL = "EURUSD"
 CONTRACT = 100_000.0  # EURUSD lot size in the simulator: profit = move x volume x contract

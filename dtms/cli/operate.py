@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from collections import Counter
 from datetime import timedelta
@@ -15,6 +16,7 @@ import click
 import dtms
 from dtms.cli import App, cli, fields_table, json_option, pass_app, print_json, print_table, table
 from dtms.config import Config
+from rich.console import Console
 
 config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False, exists=True, path_type=Path), envvar="DTMS_CONFIG",
@@ -250,10 +252,70 @@ def demo_command(duration: float, speed: float, processes: int, trades: int, kee
     from dtms import demo
 
     result = demo.run(duration, speed=speed, processes=processes, trades=trades, keep=keep, seed=seed,
-                      live=click.get_text_stream("stdout").isatty())  # fmt: skip
+                      live=sys.stdout.isatty())  # fmt: skip
     click.echo(demo.summary(result))
     if not result.ok:
         click.get_current_context().exit(1)
+
+
+
+
+@cli.command("replay")
+@click.argument("bars", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--symbol", help="The symbol (default: the file name's first part, as MetaTrader names exports).")
+@click.option("--entries", "entries_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="A CSV of entries: time,direction,volume,sl,tp (ISO-8601 UTC times).")  # fmt: skip
+@click.option("--every", type=click.IntRange(1), help="Generate an entry every N fast-timeframe bars (default 24).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated entries' directions.")
+@click.option("--timeframes", help="The engine's fast,slow timeframes for coarse data, e.g. H1,H4 (default M5,M15).")
+@click.option("--sl-atr", type=click.FloatRange(0, min_open=True), default=1.5, show_default=True,
+              help="Generated entries: SL at this many ATR14 of the slow timeframe.")  # fmt: skip
+@click.option("--tp-r", type=click.FloatRange(0, min_open=True), default=2.0, show_default=True,
+              help="Generated entries: TP at this many R.")  # fmt: skip
+@click.option("--no-tp", is_flag=True, help="Generated entries get no TP.")
+@click.option("--volume", type=click.FloatRange(0, min_open=True), default=0.1, show_default=True,
+              help="Generated entries' volume in lots.")  # fmt: skip
+@click.option("--balance", type=click.FloatRange(0, min_open=True), default=10_000.0, show_default=True,
+              help="Starting balance of the simulated account.")  # fmt: skip
+@click.option("--warmup", type=click.IntRange(0), help="Slow-timeframe bars before the first entry.")
+@config_option
+@json_option
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the JSON here.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Draw price, entries/exits, SL path and states to this PNG (needs dtms[plot]).")  # fmt: skip
+@click.option("--plot-trade", type=click.IntRange(1), help="Plot only this entry (1-based).")
+def replay_command(bars: Path, symbol: str | None, entries_path: Path | None, every: int | None, seed: int,
+                   timeframes: str | None, sl_atr: float, tp_r: float, no_tp: bool, volume: float, balance: float,
+                   warmup: int | None, config_path: Path | None, as_json: bool, out_path: Path | None,
+                   plot_path: Path | None, plot_trade: int | None) -> None:  # fmt: skip
+    """Replay BARS (a MetaTrader CSV export or a plain OHLCV CSV) through the engine, beside the unmanaged
+    baseline, and report both. Deterministic: the same inputs give the same report."""
+    from rich.progress import Progress
+
+    from dtms import replay as rp
+    from dtms import report as rep
+    from dtms.sim.loaders import symbol_from_path
+
+    config = load_config(config_path, server_time_default=0)
+    pair = tuple(t.strip().upper() for t in timeframes.split(",")) if timeframes else None
+    if pair is not None and len(pair) != 2:
+        raise click.BadParameter("give two timeframes, e.g. H1,H4", param_hint="--timeframes")
+    with Progress(console=Console(file=sys.stderr), transient=True, disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task("replaying", total=None)
+        report = rp.replay(
+            bars, symbol=symbol or symbol_from_path(bars), entries=entries_path, every=every, seed=seed,
+            config=config, timeframes=pair, sl_atr=sl_atr, tp_r=None if no_tp else tp_r, volume=volume,
+            balance=balance, warmup=warmup, progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )  # fmt: skip
+    text = report.to_json()
+    if out_path is not None:
+        out_path.write_text(text)
+    click.echo(text if as_json else rep.render(report), nl=not as_json or not text.endswith("\n"))
+    if report.timing:
+        click.echo(", ".join(f"{k} {v:,.1f}" for k, v in report.timing.items()), err=True)
+    if plot_path is not None:
+        rep.plot(report, plot_path, trade=plot_trade)
+        click.echo(f"plot written to {plot_path}", err=True)
 
 
 __all__ = ["load_config", "status_data"]
