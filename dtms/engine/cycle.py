@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from dtms.broker.base import Broker, Position, Tick
+from dtms.broker.base import Broker, Position, SymbolSpec, Tick
 from dtms.config import Config
 from dtms.engine import cadence, machine
 from dtms.engine import rails as rl
@@ -65,6 +65,9 @@ class Engine:
         self._symbol_states: dict[str, rl.TradingState] = {}
         self._tripped: dict[str, tuple[str, ...]] = {}
         self._ticks: dict[str, Tick] = {}
+        self._specs: dict[str, SymbolSpec] = {}
+        self._baseline: dict[str, Any] | None = None
+        self._stops_cache: tuple[tuple[Any, ...], bool] | None = None
         self._calendar: tuple[float, tuple[rl.NewsEvent, ...]] | None = None
         self._counters = {"fast_checks": 0, "deep_checks": 0, "transitions": 0}
         self._started_at: datetime | None = None
@@ -121,6 +124,7 @@ class Engine:
     def tick(self, epoch: int) -> None:
         self._tick_no += 1
         self._ticks.clear()
+        self._specs.clear()
         now = self.now()
         trades = self.store.list_trades()
         halted = bool(self.store.setting("trading.halted", False))
@@ -130,7 +134,7 @@ class Engine:
             except BrokerError as exc:  # unknown is not empty: nothing is closed or purged on it (B-FSM-6)
                 log.warning("dtms: positions unavailable: %s", exc)
                 snapshot = None
-            self._account_rails(epoch, now, halted)
+            self._account_rails(epoch, now, halted, None if snapshot is None else frozenset(snapshot))
             updates: dict[int, TradeUpdate] = {}
             for trade in trades:
                 try:
@@ -203,7 +207,7 @@ class Engine:
         self._sync(trade, position, cols, patch, now)
         sym.refresh(self.broker, now, self._tick_no)
         tick = self._tick(trade.symbol)
-        spec = self.broker.symbol(trade.symbol)
+        spec = self._specs.get(trade.symbol) or self._specs.setdefault(trade.symbol, self.broker.symbol(trade.symbol))
         finished = sym.record_spread(spread_points(tick.bid, tick.ask, spec.point), now)
         if finished is not None:
             self.store.set_setting(f"spread.{trade.symbol}", sym.hourly_medians, epoch=epoch)
@@ -396,7 +400,7 @@ class Engine:
     def _trading_state(self, symbol: str) -> rl.TradingState:
         return rl.worse(self._account_state, self._symbol_states.get(symbol, rl.TradingState.ACTIVE))
 
-    def _account_rails(self, epoch: int, now: datetime, halted: bool) -> None:
+    def _account_rails(self, epoch: int, now: datetime, halted: bool, open_ids: frozenset[int] | None) -> None:
         """Daily and hourly loss, consecutive stops (account); news and spread (per symbol) (spec §7)."""
         rails: dict[str, bool] = {}
         try:
@@ -407,15 +411,17 @@ class Engine:
             hedging = self.config.broker.hedging
             self._hedging = account.is_hedging if hedging == "auto" else bool(hedging)
             day, hour = rl.day_start(now).isoformat(), rl.hour_start(now).isoformat()
-            base = self.store.setting("rails.baseline") or {}
-            if base.get("day") != day:
-                base.update(day=day, b0=account.balance)
-            if base.get("hour") != hour:
+            if self._baseline is None:  # B0 and E_h survive a failover: the new leader reads them back
+                self._baseline = dict(self.store.setting("rails.baseline") or {})
+            base = self._baseline
+            if base.get("day") != day or base.get("hour") != hour:
+                if base.get("day") != day:
+                    base.update(day=day, b0=account.balance)
                 base.update(hour=hour, equity_hour=account.equity)
-            self.store.set_setting("rails.baseline", base, epoch=epoch)
+                self.store.set_setting("rails.baseline", base, epoch=epoch)
             rails["daily_loss"] = rl.daily_loss_tripped(base["b0"], account.equity, self.config)
             rails["hourly_loss"] = rl.hourly_loss_tripped(base["equity_hour"], account.equity, base["b0"], self.config)
-            rails["consecutive_stops"] = self._consecutive_stops(now)
+            rails["consecutive_stops"] = self._consecutive_stops(now, open_ids)
         previous = self._account_state
         self._account_state = rl.evaluate(rails, {}, halted=halted).account
         if self._account_state is not previous:
@@ -433,15 +439,22 @@ class Engine:
             self._tripped[symbol] = verdict.tripped
         self._tripped["account"] = tuple(k for k, v in rails.items() if v)
 
-    def _consecutive_stops(self, now: datetime) -> bool:
+    def _consecutive_stops(self, now: datetime, open_ids: frozenset[int] | None) -> bool:
+        """Recomputed from today's deal history only when a position closed (the open set changed), the UTC
+        day turned or the operator reset the rail: reading the day's deals on every tick costs the most."""
+        reset_at = self.store.setting("rails.reset_at")
+        key = (rl.day_start(now), open_ids, reset_at)
+        if open_ids is not None and self._stops_cache is not None and self._stops_cache[0] == key:
+            return self._stops_cache[1]
         try:
             deals = self.broker.deals(since=rl.day_start(now))
         except BrokerError:
             return False
         closed = [rl.ClosedPosition(d.executed_at, d.reason == "sl", d.profit)
                   for d in deals if d.entry in ("out", "out_by")]  # fmt: skip
-        reset = _at(self.store.setting("rails.reset_at"))
-        return rl.consecutive_stops_tripped(closed, now, self.config, reset)
+        tripped = rl.consecutive_stops_tripped(closed, now, self.config, _at(reset_at))
+        self._stops_cache = (key, tripped)
+        return tripped
 
     def _news(self) -> tuple[rl.NewsEvent, ...]:
         path = self.config.rails.news.calendar_path
