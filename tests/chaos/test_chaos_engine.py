@@ -1,0 +1,259 @@
+"""Chaos: engine nodes killed and paused at random, some in the middle of a broker send, while trades arrive.
+
+Reduced in the default run; the full run (10 000 trades, 200 kills, 10 pauses) is:
+
+    DTMS_CHAOS=full pytest -m chaos tests/chaos -s
+
+At the end, from the database and the terminal: no registration lost or duplicated; epochs contiguous; every
+executed request journaled and executed at most once; every intent resolved; every open position managed;
+`PRAGMA integrity_check` ok. The figures are printed.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import random
+import signal
+import statistics
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import apsw
+from chaosproc import ELECTION, run_chaos_node
+
+import dtms
+import dtms.sim
+from dtms.broker import MT5Broker
+
+pytestmark = [pytest.mark.chaos, pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL/SIGSTOP are POSIX")]
+
+FULL = os.environ.get("DTMS_CHAOS") == "full"
+TRADES = 10_000 if FULL else 60
+KILLS = 200 if FULL else 12
+PAUSES = 10 if FULL else 2
+NODES = 4 if FULL else 3
+CRASH_PROBABILITY = 0.15
+SEED = int(os.environ.get("DTMS_CHAOS_SEED", "11"))
+#: Spawning an interpreter with dtms and numpy on a loaded 2-core runner.
+SPAWN_DEADLINE_S = 60.0
+#: Takeover after a kill is milliseconds; after a pause, one 2 s lease; both generous for CI.
+TAKEOVER_DEADLINE_S = 20.0
+#: Every pending transition and open action resolved once the faults stop.
+SETTLE_DEADLINE_S = 120.0 if FULL else 60.0
+
+
+class Chaos:
+    def __init__(self, tmp: Path) -> None:
+        import multiprocessing as mp
+
+        self.ctx = mp.get_context("spawn")
+        self.db, self.sim = str(tmp / "dtms.db"), str(tmp / "sim.db")
+        self.events: Any = self.ctx.Queue()
+        self.procs: dict[str, Any] = {}
+        self.serial = 0
+        self.started: list[dict[str, Any]] = []
+        self.crashes: list[dict[str, Any]] = []
+
+    def spawn(self) -> str:
+        name = f"n{self.serial}"
+        self.serial += 1
+        proc = self.ctx.Process(target=run_chaos_node, args=(self.db, self.sim, name, self.events,
+                                CRASH_PROBABILITY, SEED * 1000 + self.serial), name=name, daemon=True)  # fmt: skip
+        proc.start()
+        self.procs[name] = proc
+        return name
+
+    def drain(self, timeout: float = 0.0) -> None:
+        while True:
+            try:
+                event = self.events.get(timeout=timeout)
+            except queue.Empty:
+                return
+            timeout = 0.0
+            if event["kind"] == "started":
+                self.started.append(event)
+            elif event["kind"] == "crash":
+                self.crashes.append(event)
+
+    def replace_dead(self) -> None:
+        for name, proc in list(self.procs.items()):
+            if not proc.is_alive():
+                proc.join(1)
+                del self.procs[name]
+                self.spawn()
+
+    def wait_started(self, after: int, term: Any, within: float = TAKEOVER_DEADLINE_S) -> dict[str, Any]:
+        deadline = time.monotonic() + within
+        while True:
+            self.drain(0.02)
+            newer = [e for e in self.started if e["epoch"] > after]
+            if newer:
+                return newer[0]
+            assert time.monotonic() < deadline, f"no leader after epoch {after}; started: {self.started[-3:]}"
+            self.replace_dead()
+            advance(term, 5)
+
+    def quiesce(self, store: dtms.Store, term: Any) -> None:
+        """Let the leader resolve every pending transition and open action, then stop every node at a moment
+        when nothing is open (the engine keeps deciding while it runs; a kill may race a new transition, so
+        then one node settles again)."""
+        deadline = time.monotonic() + SETTLE_DEADLINE_S
+        while True:
+            while store.open_actions() or store.pending_transitions():
+                assert time.monotonic() < deadline, f"unresolved: {store.open_actions()[:3]}"
+                advance(term, 15)  # an UNKNOWN row is decided after 10 s of terminal time
+                time.sleep(0.05)
+                self.drain()
+                self.replace_dead()
+            self.reap()
+            self.procs.clear()
+            if not store.open_actions() and not store.pending_transitions():
+                return
+            self.spawn()
+
+    def reap(self) -> None:
+        for proc in self.procs.values():
+            try:
+                os.kill(proc.pid, signal.SIGCONT)
+                proc.kill()
+            except (OSError, ValueError):
+                pass
+        for proc in self.procs.values():
+            proc.join(5)
+
+
+def advance(term: Any, seconds: float) -> bool:
+    """Let terminal time pass, unless a stopped node holds the simulated terminal's own write lock (it shares a
+    SQLite file the way the dtms database is shared; a real MetaTrader terminal is another process)."""
+    try:
+        term.advance(seconds)
+        return True
+    except apsw.BusyError:
+        return False
+
+
+def _write_locked(db: str) -> bool:
+    """True when another process holds the database's write lock right now."""
+    conn = apsw.Connection(db)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+        return False
+    except apsw.BusyError:
+        return True
+    finally:
+        conn.close()
+
+
+def _open_and_register(broker: MT5Broker, store: dtms.Store, rng: random.Random) -> int:
+    symbol = rng.choice(["EURUSD", "XAUUSD", "BTCUSD"])
+    side = rng.choice(["BUY", "SELL"])
+    tick = broker.tick(symbol)
+    spec = broker.symbol(symbol)
+    price = tick.ask if side == "BUY" else tick.bid
+    distance = price * rng.uniform(0.001, 0.004)
+    sl = round(price - distance if side == "BUY" else price + distance, spec.digits)
+    out = broker.open(symbol, side, spec.volume_min * 10, sl=sl, magic=4242, comment="chaos entry")  # type: ignore[arg-type]
+    assert out.is_done and out.identifier is not None, out
+    store.register_trade(out.identifier, symbol, side, out.price, out.volume or spec.volume_min * 10, sl=sl)
+    return out.identifier
+
+
+def test_chaos_keeps_every_invariant(tmp_path: Path) -> None:
+    """Kills, pauses and crashes inside sends: nothing lost, nothing duplicated, nothing executed twice."""
+    rng = random.Random(SEED)  # noqa: S311  # a reproducible schedule
+    c = Chaos(tmp_path)
+    term = dtms.sim.open(c.sim, clock="manual", seed=SEED)
+    term.advance(2 * 86_400)
+    dtms.open(c.db).close()
+    broker = MT5Broker(term)
+    broker.connect()
+    store = dtms.open(c.db)
+    registered: list[int] = []
+    gaps: list[float] = []
+    kills = pauses = stalls = 0
+    t0 = time.monotonic()
+    try:
+        for _ in range(NODES):
+            c.spawn()
+        epoch = c.wait_started(0, term)["epoch"]
+        while kills < KILLS or pauses < PAUSES or len(registered) < TRADES:
+            for _ in range(min(TRADES - len(registered), max(1, TRADES // max(1, KILLS + PAUSES)))):
+                registered.append(_open_and_register(broker, store, rng))
+            for _ in range(rng.randint(1, 6)):  # minutes of terminal time pass while the leader works
+                advance(term, 180)
+                time.sleep(rng.uniform(0.0, 0.05))
+            c.drain()
+            c.replace_dead()
+            lease = store.lease()
+            if lease is None or lease.holder is None or lease.holder.name not in c.procs:
+                epoch = c.wait_started(epoch, term)["epoch"]
+                continue
+            victim = c.procs[lease.holder.name]
+            if pauses < PAUSES and (kills >= KILLS or rng.random() < PAUSES / (KILLS + PAUSES)):
+                os.kill(victim.pid, signal.SIGSTOP)  # longer than the 2 s lease: a hung leader
+                try:
+                    epoch = c.wait_started(lease.epoch, term, within=ELECTION["lease_ttl_s"] + 8)["epoch"]
+                except AssertionError:
+                    # Stopped inside a write transaction: nobody can write until it runs again (the documented
+                    # limit, docs/election.md). Prove that is why, then let it go on.
+                    assert _write_locked(c.db), "no takeover, yet the database is not locked"
+                    stalls += 1
+                os.kill(victim.pid, signal.SIGCONT)
+                pauses += 1
+            elif kills < KILLS:
+                t_kill = time.monotonic()
+                victim.kill()
+                started = c.wait_started(lease.epoch, term)
+                gaps.append((started["t"] - t_kill) * 1000)
+                epoch = started["epoch"]
+                kills += 1
+        c.quiesce(store, term)
+        elapsed = time.monotonic() - t0
+        _check(store, term, broker, registered)
+        actions = Counter(a.status.value for a in store.actions(limit=10**7))
+        epochs = [h["epoch"] for h in store.lease_history()]
+        print(f"\nchaos: {len(registered)} trades, {kills} kills (takeover p50 {statistics.median(gaps):.1f} ms, "
+              f"max {max(gaps):.1f} ms), {pauses} pauses ({stalls} inside a write transaction), {len(c.crashes)} crashes inside sends "
+              f"({sum(e['after_send'] for e in c.crashes)} after the terminal executed), {len(epochs)} epochs, "
+              f"actions {dict(actions)}, {elapsed:.0f} s")  # fmt: skip
+    finally:
+        c.reap()
+
+
+def _check(store: dtms.Store, term: Any, broker: MT5Broker, registered: list[int]) -> None:
+    # No registration lost or duplicated.
+    trades = store.list_trades(include_closed=True)
+    assert sorted(t.identifier for t in trades) == sorted(registered)
+    # Epochs contiguous, one holder each.
+    epochs = [h["epoch"] for h in store.lease_history()]
+    assert epochs == list(range(1, len(epochs) + 1))
+    # Every executed dtms request is journaled, and no action executed twice.
+    executed = Counter()
+    for entry in term.sent_log():
+        comment = (entry.get("request") or {}).get("comment", "")
+        if comment.startswith("dtms-") and entry.get("retcode") in (10008, 10009, 10010):
+            executed[comment] += 1
+    assert all(n == 1 for n in executed.values()), {k: n for k, n in executed.items() if n > 1}
+    done = {(a.request or {}).get("comment") for a in store.actions(limit=10**7)
+            if a.status.value == "DONE" and (a.request or {}).get("comment")}  # fmt: skip
+    assert set(executed) <= done, set(executed) - done  # nothing executed that the journal does not show done
+    deals = Counter(d.comment for d in broker.deals(since=None) if d.comment.startswith("dtms-"))
+    assert all(n == 1 for n in deals.values()), {k: n for k, n in deals.items() if n > 1}
+    # Every intent resolved; every open position managed.
+    assert not store.open_actions() and not store.pending_transitions()
+    legs = set()
+    for t in trades:
+        hedge = t.engine.get("hedge") or {}
+        legs |= {hedge.get("identifier")} | {r.get("identifier") for r in t.engine.get("readds") or []}
+    open_trades = {t.identifier for t in trades if t.is_open}
+    for position in broker.positions():
+        assert position.identifier in open_trades or position.identifier in legs, position
+    # Audit: no commit under a stale epoch — journal epochs never exceed the epoch current at the end.
+    assert max((a.epoch for a in store.actions(limit=10**7)), default=0) <= epochs[-1]
+    assert store.integrity_check() == "ok"
