@@ -20,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 DOC = HERE.parents[1] / "docs" / "performance.md"
 
 BENCHMARKS = [
-    ("Registration and reads: embedded dtms vs the HTTP server it replaces", "bench_http_vs_embedded.py", [], ["--calls", "200"]),
+    ("Registration and reads: embedded dtms vs the HTTP server it replaces", "bench_http_vs_embedded.py", [], ["--n", "500"]),
     ("Registration from one and four processes", "bench_register.py", [], []),
     ("Failover", "bench_failover.py", ["--trials", "50", "--hung", "3"], ["--trials", "10", "--hung", "1"]),
     ("Engine cycle: 1000 trades on 50 symbols", "bench_engine.py", [], ["--trades", "200", "--symbols", "10"]),
