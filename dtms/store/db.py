@@ -216,6 +216,9 @@ class StoreCore:
         conn.config(apsw.SQLITE_DBCONFIG_DQS_DDL, 0)
 
     def _migrate(self) -> None:
+        # Read first: a current schema needs no write lock, so opening works while another process writes.
+        if self._conn.execute("PRAGMA user_version").fetchall()[0][0] == SCHEMA_VERSION:
+            return
         with self._lock, self._conn:
             version = self._conn.execute("PRAGMA user_version").fetchall()[0][0]
             if version > SCHEMA_VERSION:

@@ -157,10 +157,9 @@ def main() -> None:
             path = os.path.join(d, f"{len(rows)}.db")
             dtms.open(path).close()
             rows.append(summary(label, run(path)))
-            print(rows[-1], flush=True)
+            print(rows[-1], file=sys.stderr, flush=True)  # progress; the table follows on stdout
         rows.append(summary("baseline: filelock polling, default 50 ms", baseline_trials(d, args.trials, rng)))
-        print(rows[-1], flush=True)
-    print()
+        print(rows[-1], file=sys.stderr, flush=True)
     print("| scenario | n | p50 ms | p90 ms | p99 ms | max ms |")
     print("|---|---|---|---|---|---|")
     print("\n".join(rows))

@@ -164,3 +164,22 @@ def test_chaos_kills_keep_epochs_contiguous_and_never_commit_stale(db):
         assert audit, "the leaders wrote nothing"
         assert audit == sorted(audit)
         assert store.integrity_check() == "ok"
+
+
+def test_lock_file_replaced_under_a_running_leader_never_makes_two_leaders(db):
+    """Delete the lock file under a leader: a newcomer locks a new file but does not lead while the leader
+    lives (another inode proves nothing); when the leader dies, the newcomer leads once the lease expires."""
+    with cluster(db) as c:
+        c.spawn("a", SHORT_TTL)
+        c.wait("ready", SPAWN_DEADLINE_S, name="a")
+        first = c.wait("started", CRASH_DEADLINE_S, name="a")
+        os.unlink(f"{db}.lock")
+        c.spawn("b", SHORT_TTL)
+        c.wait("ready", SPAWN_DEADLINE_S, name="b")
+        c.none_within("started", 2 * SHORT_TTL["lease_ttl_s"], name="b")  # a renews: its lease never lapses
+        lease = dtms.open(db).lease()
+        assert lease is not None and lease.holder is not None and lease.holder.name == "a"
+        c.kill("a")
+        nxt = c.wait("started", SHORT_TTL["lease_ttl_s"] + SHORT_TTL["check_interval_s"] + 5, name="b")
+        assert nxt["epoch"] == first["epoch"] + 1
+        assert dtms.open(db).lease_history()[-1]["reason"] == "expired"
