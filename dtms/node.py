@@ -13,7 +13,7 @@ from typing import Any, Final, Protocol
 from dtms.clock import Clock, SystemClock
 from dtms.config import Config, ElectionConfig
 from dtms.elector import Elector, LeaderSeen
-from dtms.errors import LeaseError, LeaseLostError
+from dtms.errors import LeaseError, LeaseLostError, StoreBusyError
 from dtms.events import Hook, Notifier
 from dtms.gateway import Gateway
 from dtms.store import Store
@@ -195,7 +195,10 @@ class Node:
                 self._notice_changes()
                 if self._work is not None and time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + tick_s
-                    self._work.tick(epoch)
+                    try:
+                        self._work.tick(epoch)
+                    except StoreBusyError:  # transient: another process held the write lock; the next tick retries
+                        log.warning("dtms: the database stayed busy during a tick; retrying next tick")
                     elector.beat()
                 stop.wait(max(0.0, min(beat_s, next_tick - time.monotonic())))
         except LeaseLostError:

@@ -200,10 +200,14 @@ def test_chaos_keeps_every_invariant(tmp_path: Path) -> None:
                 try:
                     epoch = c.wait_started(lease.epoch, term, within=ELECTION["lease_ttl_s"] + 8)["epoch"]
                 except AssertionError:
-                    # Stopped inside a write transaction: nobody can write until it runs again (the documented
-                    # limit, docs/election.md). Prove that is why, then let it go on.
-                    assert _write_locked(c.db), "no takeover, yet the database is not locked"
-                    stalls += 1
+                    if _write_locked(c.db):
+                        # Stopped inside a write transaction: nobody can write until it runs again (the
+                        # documented limit, docs/election.md). That is the only excuse; let it go on.
+                        stalls += 1
+                    else:
+                        # A follower may have spent a busy timeout (5 s) on a takeover attempt while the lock
+                        # was briefly held; without any lock now, a takeover must follow.
+                        epoch = c.wait_started(lease.epoch, term)["epoch"]
                 os.kill(victim.pid, signal.SIGCONT)
                 pauses += 1
             elif kills < KILLS:
