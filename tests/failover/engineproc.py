@@ -44,6 +44,8 @@ def run_engine_node(db: str, sim: str, name: str, events: Any, crash_at: str | N
         "broker": {"server_time": 0},
         "loop": {"tick_s": 0.02},
         "election": {"lease_ttl_s": 60, "renew_deadline_s": 50},
+        # The test drives one transition by hand; no deep check may add decisions of its own meanwhile.
+        "monitoring": {"deep_s": 1e9, "deep_cooldown_s": 1e9},
     })  # fmt: skip
     node = dtms.Node(
         db, MT5Broker(term), name=name, config=config, now=term.now,

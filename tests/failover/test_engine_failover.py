@@ -58,7 +58,8 @@ def test_leader_killed_mid_action_is_resumed_exactly_once(tmp_path, crash_at):
         first = c.wait("started", SPAWN_DEADLINE_S, name="first")
         epoch = first["epoch"]
         # A deep check's decision, written as the leader would (fenced on its epoch): WARNING_L1 → WARNING_L2.
-        store.update_trades(epoch, {ident: TradeUpdate({"state": TradeState.WARNING_L1, "armed": 0})})
+        store.update_trades(epoch, {ident: TradeUpdate({"state": TradeState.WARNING_L1, "armed": 0},
+                                                       {"last_deep_at": term.now().isoformat()})})  # fmt: skip
         began = store.begin_transition(epoch, identifier=ident, from_state=TradeState.WARNING_L1,
                                        to_state=TradeState.WARNING_L2, reason="test", score=-4.5,
                                        actions=[("main", "partial_close", {"primary": True, "fraction": 0.5})])  # fmt: skip
