@@ -1,0 +1,27 @@
+"""Replay historical bars through the engine beside an unmanaged baseline: `dtms.replay.replay(...)`."""
+
+from __future__ import annotations
+
+from dtms.replay.inputs import (
+    DEFAULT_EVERY,
+    ENTRY_COLUMNS,
+    REPLAY_MAGIC,
+    Entry,
+    load_bars,
+    read_entries,
+    resolve_timeframes,
+    synthetic,
+)
+from dtms.replay.run import replay
+
+__all__ = [
+    "DEFAULT_EVERY",
+    "ENTRY_COLUMNS",
+    "REPLAY_MAGIC",
+    "Entry",
+    "load_bars",
+    "read_entries",
+    "replay",
+    "resolve_timeframes",
+    "synthetic",
+]
