@@ -168,7 +168,7 @@ def test_chaos_keeps_every_invariant(tmp_path: Path) -> None:
     """Kills, pauses and crashes inside sends: nothing lost, nothing duplicated, nothing executed twice."""
     rng = random.Random(SEED)  # noqa: S311  # a reproducible schedule
     c = Chaos(tmp_path)
-    term = dtms.sim.open(c.sim, clock="manual", seed=SEED)
+    term = dtms.sim.open(c.sim, clock="manual", seed=SEED, balance=1e9 if FULL else 1e6)  # margin for every entry
     term.advance(2 * 86_400)
     dtms.open(c.db).close()
     broker = MT5Broker(term)
