@@ -324,7 +324,7 @@ def test_journal_intent_send_and_outcome(store: dtms.Store) -> None:
     [done] = store.actions()
     assert (done.status, done.result, done.retcode) == (ActionStatus.DONE, {"order": 9}, 10009)
     assert done.completed_at is not None
-    assert store.unfinished_actions() == []
+    assert store.open_actions() == []
 
 
 def test_journal_intent_is_idempotent_on_its_key(store: dtms.Store) -> None:
@@ -354,7 +354,7 @@ def test_actions_newest_first_limited_and_per_trade(store: dtms.Store) -> None:
     assert [a.idempotency_key for a in store.actions()] == ["b", "a2", "a1", "a0"]
     assert [a.idempotency_key for a in store.actions(limit=2)] == ["b", "a2"]
     assert [a.idempotency_key for a in store.actions(ticket=2)] == ["b"]
-    assert [a.idempotency_key for a in store.unfinished_actions()] == ["a0", "a1", "a2", "b"]
+    assert [a.idempotency_key for a in store.open_actions()] == ["a0", "a1", "a2", "b"]
     with pytest.raises(InvalidArgumentError, match="limit"):
         store.actions(limit=0)
 

@@ -123,7 +123,7 @@ class Transitions:
             # Confirmed never executed (e.g. the leader died between SENT and the send): send it afresh.
             tries = sum(1 for a in primaries if a.action_type == primary.action_type)
             if tries <= self.config.execution.secondary_attempts:
-                self.store.add_intent(
+                self.store.journal_intent(
                     epoch, identifier=trade.identifier, idempotency_key=f"{transition_id}:resend{tries}",
                     leg=primary.leg, action_type=primary.action_type, params=primary.params,
                     transition_id=transition_id,
@@ -131,7 +131,7 @@ class Transitions:
                 return self.drive(epoch, transition_id, now)
         if primary.action_type == ActionType.OPEN_HEDGE.value and not primary.params.get("fallback"):
             # A refused hedge (10019 no money, 10040, 10044, 10046 ...) takes its fallback (spec §5.4).
-            self.store.add_intent(
+            self.store.journal_intent(
                 epoch, identifier=trade.identifier, idempotency_key=f"{transition_id}:fallback", leg="main",
                 action_type=ActionType.OPEN_HEDGE.value,
                 params={**primary.params, "fallback": True, "fallback_reason": f"rejected {primary.retcode}"},
@@ -179,7 +179,7 @@ class Transitions:
             failures = len(rows)
             if failures == CLOSE_ALERT_AFTER:
                 self._emit("alert", now, trade, kind="leg_close_failed", leg=leg, error=rows[-1].error)
-            self.store.add_intent(
+            self.store.journal_intent(
                 epoch, identifier=trade.identifier, idempotency_key=f"{tr['transition_id']}:{leg}:retry{failures}",
                 leg=leg, action_type=ActionType.CLOSE_ALL.value, params={"primary": True},
                 transition_id=tr["transition_id"],
@@ -278,7 +278,7 @@ class Transitions:
             tries = [a for a in self.store.transition_actions(action.transition_id)
                      if a.action_type == action.action_type and a.leg == action.leg]  # fmt: skip
             if len(tries) < self.config.execution.secondary_attempts:
-                self.store.add_intent(
+                self.store.journal_intent(
                     epoch, identifier=trade.identifier,
                     idempotency_key=f"{action.transition_id}:{action.action_type}:{action.leg}:retry{len(tries)}",
                     leg=action.leg, action_type=action.action_type,

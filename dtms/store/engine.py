@@ -10,7 +10,7 @@ from typing import Any, Final
 from dtms.errors import InvalidArgumentError
 from dtms.models import Action, TradeState
 from dtms.store.db import StoreCore, dumps, iso, query
-from dtms.store.journal import _ACTION_COLUMNS, action_from_row
+from dtms.store.journal import _ACTION_COLUMNS, JournalMixin, action_from_row
 
 #: The trade columns the engine may set. Column names are never taken from input: only from this set.
 ENGINE_COLUMNS: Final = frozenset(
@@ -39,7 +39,7 @@ def _assignments(columns: Mapping[str, Any]) -> tuple[str, list[Any]]:
     return "".join(f"{n} = ?, " for n in names), values
 
 
-class EngineMixin(StoreCore):
+class EngineMixin(JournalMixin):
     """What only the leader writes; every method is fenced on the caller's epoch."""
 
     def update_trades(self, epoch: int, updates: Mapping[int, TradeUpdate]) -> int:
@@ -102,35 +102,6 @@ class EngineMixin(StoreCore):
             )
         return transition_id, intents
 
-    def add_intent(
-        self,
-        epoch: int,
-        *,
-        identifier: int,
-        idempotency_key: str,
-        leg: str,
-        action_type: str,
-        params: Mapping[str, Any],
-        transition_id: int | None = None,
-    ) -> Action:
-        """One more INTENT (a fallback, a retry after FAILED-not-applied, a leg to close); idempotent on key."""
-        now = iso(self.clock.utc_now())
-        with self.fenced(epoch), self._write() as conn:
-            return self._insert_intent(conn, epoch, identifier, transition_id, idempotency_key, leg, action_type,
-                                       params, now)  # fmt: skip
-
-    def _insert_intent(
-        self, conn: Any, epoch: int, identifier: int, transition_id: int | None, key: str, leg: str,
-        action_type: str, params: Mapping[str, Any], now: str,
-    ) -> Action:  # fmt: skip
-        conn.execute(
-            "INSERT INTO actions (idempotency_key, transition_id, identifier, leg, action_type, params, status, "
-            "epoch, created_at) VALUES (?, ?, ?, ?, ?, ?, 'INTENT', ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",
-            (key, transition_id, identifier, leg, action_type, dumps(dict(params)), epoch, now),
-        )
-        rows = query(conn, f"SELECT {_ACTION_COLUMNS} FROM actions WHERE idempotency_key = ?", (key,))
-        return action_from_row(rows[0])
-
     def finish_transition(
         self, epoch: int, transition_id: int, *, applied: bool, update: TradeUpdate | None = None
     ) -> None:
@@ -181,16 +152,6 @@ class EngineMixin(StoreCore):
             f"SELECT {_ACTION_COLUMNS} FROM actions WHERE transition_id = ? ORDER BY action_id",  # noqa: S608
             (transition_id,),
         )
-        return [action_from_row(r) for r in rows]
-
-    def open_actions(self, identifier: int | None = None) -> list[Action]:
-        """INTENT, SENT and UNKNOWN rows (of one trade if given), oldest first."""
-        where = "status IN ('INTENT','SENT','UNKNOWN')"
-        params: tuple[Any, ...] = ()
-        if identifier is not None:
-            where += " AND identifier = ?"
-            params = (identifier,)
-        rows = self._rows(f"SELECT {_ACTION_COLUMNS} FROM actions WHERE {where} ORDER BY action_id", params)  # noqa: S608
         return [action_from_row(r) for r in rows]
 
     def requeue_action(self, epoch: int, action_id: int, *, retcode: int | None, error: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, Final
 
 from dtms.errors import InvalidArgumentError
@@ -51,14 +52,21 @@ class JournalMixin(StoreCore):
         """
         now = iso(self.clock.utc_now())
         with self.fenced(epoch), self._write() as conn:
-            conn.execute(
-                "INSERT INTO actions (idempotency_key, transition_id, identifier, leg, action_type, params, "
-                "status, epoch, created_at) VALUES (?, ?, ?, ?, ?, ?, 'INTENT', ?, ?) "
-                "ON CONFLICT (idempotency_key) DO NOTHING",
-                (idempotency_key, transition_id, identifier, leg, action_type, dumps(params or {}), epoch, now),
-            )
-            rows = query(conn, f"SELECT {_ACTION_COLUMNS} FROM actions WHERE idempotency_key = ?", (idempotency_key,))
-            return action_from_row(rows[0])
+            return self._insert_intent(conn, epoch, identifier, transition_id, idempotency_key, leg, action_type,
+                                       params or {}, now)  # fmt: skip
+
+    def _insert_intent(
+        self, conn: Any, epoch: int, identifier: int, transition_id: int | None, key: str, leg: str,
+        action_type: str, params: Mapping[str, Any], now: str,
+    ) -> Action:  # fmt: skip
+        """The INTENT insert, inside the caller's fenced transaction (also used by `begin_transition`)."""
+        conn.execute(
+            "INSERT INTO actions (idempotency_key, transition_id, identifier, leg, action_type, params, status, "
+            "epoch, created_at) VALUES (?, ?, ?, ?, ?, ?, 'INTENT', ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",
+            (key, transition_id, identifier, leg, action_type, dumps(dict(params)), epoch, now),
+        )
+        rows = query(conn, f"SELECT {_ACTION_COLUMNS} FROM actions WHERE idempotency_key = ?", (key,))
+        return action_from_row(rows[0])
 
     def mark_sent(self, epoch: int, action_id: int, request: dict[str, Any]) -> None:
         """Record, just before sending, the exact request and one more attempt (fenced)."""
@@ -114,11 +122,15 @@ class JournalMixin(StoreCore):
             )
         return [action_from_row(r) for r in rows]
 
-    def unfinished_actions(self) -> list[Action]:
-        """INTENT, SENT and UNKNOWN rows, oldest first: what a new leader reconciles before sending anything."""
-        rows = self._rows(
-            f"SELECT {_ACTION_COLUMNS} FROM actions WHERE status IN ('INTENT','SENT','UNKNOWN') ORDER BY action_id"
-        )
+    def open_actions(self, identifier: int | None = None) -> list[Action]:
+        """INTENT, SENT and UNKNOWN rows (of one trade if given), oldest first: what a new leader reconciles
+        before it sends anything new."""
+        where = "status IN ('INTENT','SENT','UNKNOWN')"
+        params: tuple[Any, ...] = ()
+        if identifier is not None:
+            where += " AND identifier = ?"
+            params = (identifier,)
+        rows = self._rows(f"SELECT {_ACTION_COLUMNS} FROM actions WHERE {where} ORDER BY action_id", params)  # noqa: S608
         return [action_from_row(r) for r in rows]
 
 
