@@ -10,7 +10,6 @@ from dtms.errors import InvalidArgumentError
 from dtms.models import Health, LeaseState, TradeState
 from dtms.store.db import DEFAULT_BUSY_TIMEOUT_S
 from dtms.store.engine import EngineMixin, TradeUpdate
-from dtms.store.journal import JournalMixin
 from dtms.store.leases import LeasesMixin
 from dtms.store.settings import SettingsMixin
 from dtms.store.trades import TradesMixin
@@ -27,7 +26,7 @@ UNKNOWN_ALLOWED: Final = frozenset({"breakeven", "partial_close"})
 DEFENSIVE: Final = frozenset({TradeState.WARNING_L2, TradeState.HEDGED})
 
 
-class Store(TradesMixin, LeasesMixin, JournalMixin, EngineMixin, SettingsMixin):
+class Store(TradesMixin, LeasesMixin, EngineMixin, SettingsMixin):  # EngineMixin extends JournalMixin
     """The shared trade database of every dtms process: trades, the lease, the journal.
 
     One connection per process, shared by its threads behind one lock; every write is BEGIN IMMEDIATE.

@@ -9,7 +9,7 @@ from typing import Any, Final
 
 from dtms.errors import InvalidArgumentError
 from dtms.models import Action, TradeState
-from dtms.store.db import StoreCore, dumps, iso, query
+from dtms.store.db import dumps, iso, query
 from dtms.store.journal import _ACTION_COLUMNS, JournalMixin, action_from_row
 
 #: The trade columns the engine may set. Column names are never taken from input: only from this set.
