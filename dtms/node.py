@@ -13,7 +13,7 @@ from typing import Any, Final, Protocol
 from dtms.clock import Clock, SystemClock
 from dtms.config import Config, ElectionConfig
 from dtms.elector import Elector, LeaderSeen
-from dtms.errors import LeaseError, LeaseLostError, StoreBusyError
+from dtms.errors import LeaseError, LeaseLostError, NotLeaderError, StoreBusyError
 from dtms.events import Hook, Notifier
 from dtms.gateway import Gateway
 from dtms.store import Store
@@ -201,7 +201,7 @@ class Node:
                         log.warning("dtms: the database stayed busy during a tick; retrying next tick")
                     elector.beat()
                 stop.wait(max(0.0, min(beat_s, next_tick - time.monotonic())))
-        except LeaseLostError:
+        except (LeaseLostError, NotLeaderError):  # the epoch moved on, or the lease ran out mid-tick
             log.warning("dtms: epoch %d was lost during the leader loop", epoch)
             elector.fence(epoch, "lease_lost")
         except Exception:
