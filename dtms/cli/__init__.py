@@ -314,6 +314,7 @@ def engine_tables(trade: Trade, engine: dict[str, Any]) -> list[Table]:
         ("hedge", engine.get("hedge")),
         ("re-add legs", engine.get("readds")),
         ("pending transition", engine.get("pending_transition")),
+        ("closing (legs still open)", engine.get("closing")),
         ("broker view", engine.get("broker")),
         ("exit", engine.get("exit")),
     ]
