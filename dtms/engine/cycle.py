@@ -6,7 +6,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from dtms.broker.base import Broker, Position, SymbolSpec, Tick
@@ -15,10 +14,11 @@ from dtms.engine import cadence, machine
 from dtms.engine import rails as rl
 from dtms.engine import signals as sg
 from dtms.engine.execute import Context, Executor
+from dtms.engine.guard import Guard
 from dtms.engine.market import spread_points, symbol_key
 from dtms.engine.symbols import DEFAULT_TIMEFRAMES, SymbolData, check_timeframes
 from dtms.engine.transitions import Transitions
-from dtms.errors import BrokerError, DataError
+from dtms.errors import BrokerError
 from dtms.events import Event, Notifier
 from dtms.gateway import Gateway
 from dtms.models import Direction, Trade, TradeState
@@ -60,15 +60,9 @@ class Engine:
         self.transitions = Transitions(store, self.executor, self.notifier, self._context)
         self.symbols: dict[str, SymbolData] = {}
         self._tick_no = 0
-        self._hedging = True
-        self._account_state = rl.TradingState.ACTIVE
-        self._symbol_states: dict[str, rl.TradingState] = {}
-        self._tripped: dict[str, tuple[str, ...]] = {}
+        self.guard = Guard(store, broker, config, self._emit)
         self._ticks: dict[str, Tick] = {}
         self._specs: dict[str, SymbolSpec] = {}
-        self._baseline: dict[str, Any] | None = None
-        self._stops_cache: tuple[tuple[Any, ...], bool] | None = None
-        self._calendar: tuple[float, tuple[rl.NewsEvent, ...]] | None = None
         self._counters = {"fast_checks": 0, "deep_checks": 0, "transitions": 0}
         self._started_at: datetime | None = None
         self._last_reconcile: datetime | None = None
@@ -134,7 +128,7 @@ class Engine:
             except BrokerError as exc:  # unknown is not empty: nothing is closed or purged on it (B-FSM-6)
                 log.warning("dtms: positions unavailable: %s", exc)
                 snapshot = None
-            self._account_rails(epoch, now, halted, None if snapshot is None else frozenset(snapshot))
+            self.guard.update(epoch, now, halted, None if snapshot is None else frozenset(snapshot), self.symbols)
             updates: dict[int, TradeUpdate] = {}
             for trade in trades:
                 try:
@@ -180,7 +174,7 @@ class Engine:
         eng = trade.engine
         pending = eng.get("pending_transition")
         if pending is not None:  # no new evaluation while a transition is unresolved (spec §5.1)
-            if self._trading_state(trade.symbol) is not rl.TradingState.HALTED:
+            if self.guard.trading_state(trade.symbol) is not rl.TradingState.HALTED:
                 self.transitions.drive(epoch, int(pending), now)
             return None
         sym = self._symbol(trade.symbol)
@@ -247,7 +241,7 @@ class Engine:
                                           eng.get("mid_at_last_deep"), self.config)  # fmt: skip
         due = cadence.deep_due(_at(eng.get("last_deep_at")), now, self.config, just_activated=just_activated,
                                timer_expired=expired, event=event)  # fmt: skip
-        state = self._trading_state(trade.symbol)
+        state = self.guard.trading_state(trade.symbol)
         stale = rl.data_stale(sym.m5.newest_final_time, now, self.config, ready=sym.ready,
                               timeframe_s=sym.m5.timeframe_s)  # fmt: skip
         if due is None:
@@ -392,85 +386,8 @@ class Engine:
                 atr = ev.atr_m15
                 levels = ev.signal(sg.SignalName.STRUCTURE).levels or {}
                 swing_low, swing_high = levels.get("swl"), levels.get("sh")
-        return Context(now=self.now(), trading_state=self._trading_state(trade.symbol), hedging_account=self._hedging,
+        return Context(now=self.now(), trading_state=self.guard.trading_state(trade.symbol), hedging_account=self.guard.hedging,
                        atr_m15=atr, target_state=target, swing_low=swing_low, swing_high=swing_high)  # fmt: skip
-
-    # -- rails ----------------------------------------------------------------------------------------
-
-    def _trading_state(self, symbol: str) -> rl.TradingState:
-        return rl.worse(self._account_state, self._symbol_states.get(symbol, rl.TradingState.ACTIVE))
-
-    def _account_rails(self, epoch: int, now: datetime, halted: bool, open_ids: frozenset[int] | None) -> None:
-        """Daily and hourly loss, consecutive stops (account); news and spread (per symbol) (spec §7)."""
-        rails: dict[str, bool] = {}
-        try:
-            account = self.broker.account()
-        except BrokerError:
-            account = None
-        if account is not None:
-            hedging = self.config.broker.hedging
-            self._hedging = account.is_hedging if hedging == "auto" else bool(hedging)
-            day, hour = rl.day_start(now).isoformat(), rl.hour_start(now).isoformat()
-            if self._baseline is None:  # B0 and E_h survive a failover: the new leader reads them back
-                self._baseline = dict(self.store.setting("rails.baseline") or {})
-            base = self._baseline
-            if base.get("day") != day or base.get("hour") != hour:
-                if base.get("day") != day:
-                    base.update(day=day, b0=account.balance)
-                base.update(hour=hour, equity_hour=account.equity)
-                self.store.set_setting("rails.baseline", base, epoch=epoch)
-            rails["daily_loss"] = rl.daily_loss_tripped(base["b0"], account.equity, self.config)
-            rails["hourly_loss"] = rl.hourly_loss_tripped(base["equity_hour"], account.equity, base["b0"], self.config)
-            rails["consecutive_stops"] = self._consecutive_stops(now, open_ids)
-        previous = self._account_state
-        self._account_state = rl.evaluate(rails, {}, halted=halted).account
-        if self._account_state is not previous:
-            self._emit("rail_changed", now, scope="account", state=self._account_state.value,
-                       tripped=[k for k, v in rails.items() if v])  # fmt: skip
-        events = self._news()
-        for symbol, data in self.symbols.items():
-            sym_rails = {"spread_spike": bool(data.spread_samples) and rl.spread_spike(
-                data.spread_samples[-1], data.hourly_medians, self.config)}  # fmt: skip
-            if events:
-                currencies = rl.symbol_currencies(data.key, self.config)
-                sym_rails["news"] = rl.news_blackout(events, currencies, now, self.config) is not None
-            verdict = rl.evaluate({}, sym_rails)
-            self._symbol_states[symbol] = verdict.symbol
-            self._tripped[symbol] = verdict.tripped
-        self._tripped["account"] = tuple(k for k, v in rails.items() if v)
-
-    def _consecutive_stops(self, now: datetime, open_ids: frozenset[int] | None) -> bool:
-        """Recomputed from today's deal history only when a position closed (the open set changed), the UTC
-        day turned or the operator reset the rail: reading the day's deals on every tick costs the most."""
-        reset_at = self.store.setting("rails.reset_at")
-        key = (rl.day_start(now), open_ids, reset_at)
-        if open_ids is not None and self._stops_cache is not None and self._stops_cache[0] == key:
-            return self._stops_cache[1]
-        try:
-            deals = self.broker.deals(since=rl.day_start(now))
-        except BrokerError:
-            return False
-        closed = [rl.ClosedPosition(d.executed_at, d.reason == "sl", d.profit)
-                  for d in deals if d.entry in ("out", "out_by")]  # fmt: skip
-        tripped = rl.consecutive_stops_tripped(closed, now, self.config, _at(reset_at))
-        self._stops_cache = (key, tripped)
-        return tripped
-
-    def _news(self) -> tuple[rl.NewsEvent, ...]:
-        path = self.config.rails.news.calendar_path
-        if path is None:
-            return ()
-        try:
-            mtime = Path(path).stat().st_mtime
-        except OSError:
-            return ()
-        if self._calendar is None or self._calendar[0] != mtime:
-            try:
-                self._calendar = (mtime, rl.parse_calendar(Path(path).read_text()))
-            except (OSError, DataError) as exc:
-                log.warning("dtms: news calendar %s unusable, keeping the last good copy: %s", path, exc)
-                return self._calendar[1] if self._calendar else ()
-        return self._calendar[1]
 
     # -- status ---------------------------------------------------------------------------------------
 
@@ -481,12 +398,12 @@ class Engine:
             "tick_at": now.isoformat(),
             "ticks": self._tick_no,
             "halted": halted,
-            "trading_state": {"account": self._account_state.value,
-                              **{s: self._trading_state(s).value for s in self.symbols}},  # fmt: skip
-            "tripped": {k: list(v) for k, v in self._tripped.items()},
+            "trading_state": {"account": self.guard.account_state.value,
+                              **{s: self.guard.trading_state(s).value for s in self.symbols}},  # fmt: skip
+            "tripped": {k: list(v) for k, v in self.guard.tripped.items()},
             "counters": dict(self._counters),
             "data_health": {s: d.health() for s, d in self.symbols.items()},
-            "hedging_account": self._hedging,
+            "hedging_account": self.guard.hedging,
         }
         self.store.set_setting("engine.status", status, epoch=epoch)
 

@@ -1,0 +1,116 @@
+"""Guard: the safety rails as state — account and symbol trading states, what tripped, the rail baselines."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from dtms.broker.base import Broker
+from dtms.config import Config
+from dtms.engine import rails as rl
+from dtms.engine.symbols import SymbolData
+from dtms.errors import BrokerError, DataError
+from dtms.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def _at(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
+class Guard:
+    """Evaluates the rails once per tick (spec §7) and answers the trading state of any symbol."""
+
+    def __init__(self, store: Store, broker: Broker, config: Config, emit: Callable[..., None]) -> None:
+        self.store, self.broker, self.config, self._emit = store, broker, config, emit
+        self.hedging = True
+        self.account_state = rl.TradingState.ACTIVE
+        self._symbol_states: dict[str, rl.TradingState] = {}
+        self.tripped: dict[str, tuple[str, ...]] = {}
+        self._baseline: dict[str, Any] | None = None
+        self._stops_cache: tuple[tuple[Any, ...], bool] | None = None
+        self._calendar: tuple[float, tuple[rl.NewsEvent, ...]] | None = None
+
+    def trading_state(self, symbol: str) -> rl.TradingState:
+        """The worse of the account's and the symbol's trading state."""
+        return rl.worse(self.account_state, self._symbol_states.get(symbol, rl.TradingState.ACTIVE))
+
+    def update(self, epoch: int, now: datetime, halted: bool, open_ids: frozenset[int] | None,
+               symbols: Mapping[str, SymbolData]) -> None:
+        """Daily and hourly loss, consecutive stops (account); news and spread (per symbol) (spec §7)."""
+        rails: dict[str, bool] = {}
+        try:
+            account = self.broker.account()
+        except BrokerError:
+            account = None
+        if account is not None:
+            hedging = self.config.broker.hedging
+            self.hedging = account.is_hedging if hedging == "auto" else bool(hedging)
+            day, hour = rl.day_start(now).isoformat(), rl.hour_start(now).isoformat()
+            if self._baseline is None:  # B0 and E_h survive a failover: the new leader reads them back
+                self._baseline = dict(self.store.setting("rails.baseline") or {})
+            base = self._baseline
+            if base.get("day") != day or base.get("hour") != hour:
+                if base.get("day") != day:
+                    base.update(day=day, b0=account.balance)
+                base.update(hour=hour, equity_hour=account.equity)
+                self.store.set_setting("rails.baseline", base, epoch=epoch)
+            rails["daily_loss"] = rl.daily_loss_tripped(base["b0"], account.equity, self.config)
+            rails["hourly_loss"] = rl.hourly_loss_tripped(base["equity_hour"], account.equity, base["b0"], self.config)
+            rails["consecutive_stops"] = self._consecutive_stops(now, open_ids)
+        previous = self.account_state
+        self.account_state = rl.evaluate(rails, {}, halted=halted).account
+        if self.account_state is not previous:
+            self._emit("rail_changed", now, scope="account", state=self.account_state.value,
+                       tripped=[k for k, v in rails.items() if v])  # fmt: skip
+        events = self._news()
+        for symbol, data in symbols.items():
+            sym_rails = {"spread_spike": bool(data.spread_samples) and rl.spread_spike(
+                data.spread_samples[-1], data.hourly_medians, self.config)}  # fmt: skip
+            if events:
+                currencies = rl.symbol_currencies(data.key, self.config)
+                sym_rails["news"] = rl.news_blackout(events, currencies, now, self.config) is not None
+            verdict = rl.evaluate({}, sym_rails)
+            self._symbol_states[symbol] = verdict.symbol
+            self.tripped[symbol] = verdict.tripped
+        self.tripped["account"] = tuple(k for k, v in rails.items() if v)
+
+    def _consecutive_stops(self, now: datetime, open_ids: frozenset[int] | None) -> bool:
+        """Recomputed from today's deal history only when a position closed (the open set changed), the UTC
+        day turned or the operator reset the rail: reading the day's deals on every tick costs the most."""
+        reset_at = self.store.setting("rails.reset_at")
+        key = (rl.day_start(now), open_ids, reset_at)
+        if open_ids is not None and self._stops_cache is not None and self._stops_cache[0] == key:
+            return self._stops_cache[1]
+        try:
+            deals = self.broker.deals(since=rl.day_start(now))
+        except BrokerError:
+            return False
+        closed = [rl.ClosedPosition(d.executed_at, d.reason == "sl", d.profit)
+                  for d in deals if d.entry in ("out", "out_by")]  # fmt: skip
+        tripped = rl.consecutive_stops_tripped(closed, now, self.config, _at(reset_at))
+        self._stops_cache = (key, tripped)
+        return tripped
+
+    def _news(self) -> tuple[rl.NewsEvent, ...]:
+        path = self.config.rails.news.calendar_path
+        if path is None:
+            return ()
+        try:
+            mtime = Path(path).stat().st_mtime
+        except OSError:
+            return ()
+        if self._calendar is None or self._calendar[0] != mtime:
+            try:
+                self._calendar = (mtime, rl.parse_calendar(Path(path).read_text()))
+            except (OSError, DataError) as exc:
+                log.warning("dtms: news calendar %s unusable, keeping the last good copy: %s", path, exc)
+                return self._calendar[1] if self._calendar else ()
+        return self._calendar[1]
+
+
+__all__ = ["Guard"]
