@@ -525,6 +525,7 @@ class ElectionConfig(_Section):
     stop_grace_s: float = Field(default=5.0, gt=0)
     send_margin_s: float = Field(default=1.0, ge=0)
     stonith: bool = False
+    lock: Literal["auto", "flock"] = "auto"
     on_wedged: Literal["exit", "stay"] = "exit"
 
     @model_validator(mode="before")

@@ -18,7 +18,7 @@ from dtms.config import ElectionConfig
 from dtms.errors import LeaseLostError, StoreError, UsedAfterForkError
 from dtms.lease import LeaseRow, Observation, TakeoverReason, may_take_over, observe
 from dtms.models import Holder
-from dtms.oslock import OSLock
+from dtms.oslock import election_lock
 from dtms.store import Store
 
 log = logging.getLogger(__name__)
@@ -111,14 +111,16 @@ class Elector:
         )
         self._ttl_ms = round(settings.lease_ttl_s * 1000)
         # Beside the real file: processes spelling the path through a symlink must share one lock.
-        self._lock = OSLock(f"{os.path.realpath(store.path)}.lock")
+        self._lock = election_lock(f"{os.path.realpath(store.path)}.lock", settings.lock)
         self._mu = threading.RLock()
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._unlock = threading.Event()
+        self._unlock = threading.Event()  # asks the waiter thread, the lock's only user, to let it go
+        self._unlocked = threading.Event()
         self._elected = threading.Condition(self._mu)
         self._calls: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self._waiter: threading.Thread | None = None  # the election lock's only user
         self._forked = False
         # Leader state, guarded by _mu.
         self._epoch: int | None = None
@@ -156,6 +158,8 @@ class Elector:
         self._check_fork()
         for target, label in ((self._wait_loop, "waiter"), (self._heart, "heart"), (self._dispatch, "callbacks")):
             thread = threading.Thread(target=target, name=f"dtms-{label}-{self.name}", daemon=True)
+            if label == "waiter":
+                self._waiter = thread
             thread.start()
             self._threads.append(thread)
 
@@ -180,15 +184,15 @@ class Elector:
             return
         self._stop.set()
         self._step_down("stopped", release=True, grace_s=timeout)
+        self._release_lock()
         with self._mu:
-            self._release_lock()
             self._elected.notify_all()
         self._wake.set()
         self._unlock.set()
         self._calls.put(None)
         for thread in self._threads:
             # The waiter may sit in flock forever (uncancellable); it is a daemon and unlocks if it ever wins.
-            if thread.name.startswith("dtms-waiter"):
+            if thread is self._waiter:
                 continue
             thread.join(timeout)
         self._threads.clear()
@@ -219,6 +223,9 @@ class Elector:
             self._attempt()
             self._unlock.wait()
             self._unlock.clear()
+            # The thread that acquired the lock lets it go: a robust mutex belongs to a thread, not a process.
+            self._lock.release()
+            self._unlocked.set()
 
     def _heart(self) -> None:
         while not self._stop.is_set():
@@ -315,7 +322,7 @@ class Elector:
                     if self._epoch == epoch:
                         self._step_down("callback_failed", release=True)
 
-            if threading.current_thread().name.startswith("dtms-waiter"):
+            if threading.current_thread() is self._waiter:
                 # Won through the OS lock: the waiter has nothing else to do, so the callback runs here at
                 # once instead of waiting for the dispatcher thread to get the GIL (about 0.5 ms here).
                 call_started()
@@ -357,9 +364,8 @@ class Elector:
                 self._valid_until_ms = t0 + self._ttl_ms
                 self._last_renew_ms = t0
                 self._next_renew_ms = t0 + round(self.settings.renew_interval_s * 1000)
-        # A leader that took over by expiry runs without the OS lock; take it when it frees (lock_held).
-        if not self._lock.is_held and self._lock.try_acquire():
-            log.info("dtms: leader re-acquired the election lock")
+        # A leader that took over by expiry runs without the OS lock; its waiter thread takes it when it
+        # frees, and the next renewal records lock_held.
 
     def _step_down(self, reason: str, *, release: bool, grace_s: float | None = None) -> None:
         with self._mu:
@@ -380,7 +386,8 @@ class Elector:
                     log.info("dtms: could not mark epoch %d released", epoch, exc_info=True)
             with self._mu:
                 self._epoch = None
-                self._release_lock()
+            self._release_lock()
+            with self._mu:
                 self._elected.notify_all()
         finally:
             self._stepping_down = False
@@ -390,11 +397,20 @@ class Elector:
             self._calls.put(lambda: stopped(epoch, reason))
         self._wake.set()
 
-    def _release_lock(self) -> None:
-        # Only after `released` is committed: the follower the kernel wakes must find the row released.
-        if self._lock.is_held:
-            self._lock.release()
-            self._unlock.set()
+    def _release_lock(self, wait_s: float = 1.0) -> None:
+        """Have the waiter thread let the lock go, and wait until it has (never called holding `_mu`).
+
+        Only after `released` is committed: the follower the kernel wakes must find the row released.
+        """
+        if not self._lock.is_held:
+            return
+        if threading.current_thread() is self._waiter:
+            self._unlock.set()  # this is the waiter: it releases as soon as it is back in its loop
+            return
+        self._unlocked.clear()
+        self._unlock.set()
+        if not self._unlocked.wait(wait_s):
+            log.warning("dtms: the election lock was not released within %.1f s", wait_s)
 
     def _dispatch(self) -> None:
         while True:

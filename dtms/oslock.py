@@ -1,13 +1,24 @@
-"""The election's OS lock file: opened once, a blocking wait, a try, an inode check, closed at fork."""
+"""The election's OS lock: a lock file held by one process, a blocking wait the kernel ends, closed at fork.
+
+Two kinds behind one interface (`election_lock` picks): `OSLock`, an flock on the file (filelock on
+Windows), and on Linux `RobustLock`, a process-shared robust pthread mutex kept in the same file. The kernel
+frees a dead holder's robust mutex as its exit begins, before it tears down the process's memory; it drops
+an flock only after that teardown, which takes milliseconds for a large process (spec/election.md §2).
+"""
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import mmap
 import os
+import platform
+import struct
 import sys
 import threading
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 from dtms.store.db import FILE_MODE
 
@@ -18,7 +29,7 @@ if TYPE_CHECKING:
 #: latency small at negligible CPU. Windows releases a dead process's lock after an unbounded time anyway.
 WINDOWS_POLL_S: Final = 0.005
 
-_OPEN_LOCKS: weakref.WeakSet[OSLock] = weakref.WeakSet()
+_OPEN_LOCKS: weakref.WeakSet[OSLock | RobustLock] = weakref.WeakSet()
 
 
 def _close_in_child() -> None:
@@ -55,19 +66,12 @@ class OSLock:
         _OPEN_LOCKS.add(self)
 
     def _open(self) -> int:
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
-        try:
-            return os.open(self.path, flags, FILE_MODE)
-        except OSError as exc:
-            if self.path.is_symlink():
-                raise OSError(f"{self.path} is a symlink: refusing to lock through it") from exc
-            raise
+        return _open_lock_file(self.path)
 
     @property
     def inode(self) -> str:
-        """'dev:ino' of the file this lock's descriptor refers to."""
-        st = os.fstat(self._fd)
-        return f"{st.st_dev}:{st.st_ino}"
+        """'dev:ino' of the file this lock's descriptor refers to: the identity a leader records."""
+        return _file_id(self._fd)
 
     @property
     def is_held(self) -> bool:
@@ -76,11 +80,7 @@ class OSLock:
 
     def is_current(self) -> bool:
         """False when the lock file was deleted or replaced since it was opened."""
-        try:
-            st = os.stat(self.path, follow_symlinks=False)
-        except FileNotFoundError:
-            return False
-        return f"{st.st_dev}:{st.st_ino}" == self.inode
+        return _is_current(self.path, self._fd)
 
     def reopen(self) -> None:
         """Open the file at `path` afresh (after it was replaced); only while not holding the lock."""
@@ -151,4 +151,246 @@ class OSLock:
         _OPEN_LOCKS.discard(self)
 
 
-__all__ = ["OSLock"]
+def _open_lock_file(path: Path) -> int:
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        return os.open(path, flags, FILE_MODE)
+    except OSError as exc:
+        if path.is_symlink():
+            raise OSError(f"{path} is a symlink: refusing to lock through it") from exc
+        raise
+
+
+def _file_id(fd: int) -> str:
+    st = os.fstat(fd)
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+def _is_current(path: Path, fd: int) -> bool:
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return f"{st.st_dev}:{st.st_ino}" == _file_id(fd)
+
+
+# --- the robust mutex (Linux) ---------------------------------------------------------------------------
+
+#: The file's first bytes once its mutex is initialised. The machine and pointer size are part of it: a
+#: process whose pthread layout may differ (a 32-bit Python beside a 64-bit one) must not use the mutex.
+_MAGIC: Final = f"dtms robust mutex v1 {platform.machine()} {struct.calcsize('P') * 8}-bit\n".encode()
+_MUTEX_OFFSET: Final = 64  # aligned; glibc's pthread_mutex_t is 40 bytes on x86-64, 48 on arm64
+_MUTEX_SPACE: Final = 256
+_MAP_SIZE: Final = 4096
+_PTHREAD_PROCESS_SHARED: Final = 1
+_PTHREAD_MUTEX_ROBUST: Final = 1
+_PTHREAD_MUTEX_ERRORCHECK: Final = 2  # locking twice or unlocking from another thread is an error, not a hang
+
+
+class LockUnavailableError(OSError):
+    """This platform or lock file cannot hold a robust mutex (the caller falls back to flock)."""
+
+
+def _pthread() -> ctypes.CDLL:
+    """The process's pthread functions (libc since glibc 2.34, libpthread before; musl has them in libc)."""
+    if sys.platform != "linux":
+        raise LockUnavailableError("robust process-shared mutexes are used on Linux only")
+    lib = ctypes.CDLL(None, use_errno=True)
+    for name in ("pthread_mutexattr_setrobust", "pthread_mutexattr_setpshared", "pthread_mutex_consistent"):
+        if not hasattr(lib, name):
+            raise LockUnavailableError(f"the C library has no {name}")
+    voidp = [ctypes.c_void_p]
+    for verb in ("lock", "trylock", "unlock", "consistent"):
+        getattr(lib, f"pthread_mutex_{verb}").argtypes = voidp
+    lib.pthread_mutexattr_init.argtypes = lib.pthread_mutexattr_destroy.argtypes = voidp
+    for name in ("pthread_mutexattr_setpshared", "pthread_mutexattr_setrobust", "pthread_mutexattr_settype"):
+        getattr(lib, name).argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.pthread_mutex_init.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    lib.mmap.restype = ctypes.c_void_p
+    int_ = ctypes.c_int
+    lib.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, int_, int_, int_, ctypes.c_long]
+    lib.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    return lib
+
+
+class RobustLock:
+    """The election lock as a robust, process-shared pthread mutex in the lock file (Linux).
+
+    Same interface as `OSLock`, one rule more: only the thread that acquired it may release it (the
+    elector's waiter thread does both). A holder that dies with it, however it dies, hands it to the next
+    waiter with EOWNERDEAD as soon as its exit starts; that waiter marks it consistent and holds it. Its
+    identity (`inode`) carries a ':robust' tag, so a process using flock on the same file can never mistake
+    a robust holder's lease for its own kind of proof (and the other way round).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lib = _pthread()
+        self._guard = threading.Lock()
+        self._held = False
+        self._owner: int | None = None
+        self.previous_owner_died = False
+        self._fd = _open_lock_file(self.path)
+        try:
+            self._base = self._attach()
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self._mutex = ctypes.c_void_p(self._base + _MUTEX_OFFSET)
+        _OPEN_LOCKS.add(self)
+
+    def _attach(self) -> int:
+        """Map the file and initialise its mutex once; the address of the mutex.
+
+        The mapping is made with the C library, never by a Python object: a robust mutex's memory must stay
+        mapped until the process is gone, because the kernel walks the owner's robust list at exit. Python
+        unmaps an `mmap` object when it is collected, even during interpreter shutdown, and a mutex whose
+        memory was unmapped before its holder exited stays locked forever.
+        """
+        import fcntl
+
+        # A record lock on byte 0 serialises initialisation (flock is the other kind's business).
+        fcntl.lockf(self._fd, fcntl.LOCK_EX, 1, 0)
+        try:
+            if os.fstat(self._fd).st_size < _MAP_SIZE:
+                os.ftruncate(self._fd, _MAP_SIZE)
+            prot = mmap.PROT_READ | mmap.PROT_WRITE
+            base = self._lib.mmap(None, _MAP_SIZE, prot, mmap.MAP_SHARED, self._fd, 0)
+            if base in (None, ctypes.c_void_p(-1).value):
+                raise LockUnavailableError(f"cannot map {self.path}: {os.strerror(ctypes.get_errno())}")
+            header = ctypes.string_at(base, len(_MAGIC))
+            if header != _MAGIC:
+                if any(ctypes.string_at(base, _MUTEX_OFFSET + _MUTEX_SPACE)):
+                    self._lib.munmap(base, _MAP_SIZE)
+                    raise LockUnavailableError(f"{self.path} holds a mutex of another layout: {header!r}")
+                self._init_mutex(ctypes.c_void_p(base + _MUTEX_OFFSET))
+                ctypes.memmove(base, _MAGIC, len(_MAGIC))
+            return int(base)
+        finally:
+            fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, 0)
+
+    def _init_mutex(self, mutex: ctypes.c_void_p) -> None:
+        lib = self._lib
+        attr = ctypes.create_string_buffer(64)
+        checks = (
+            lib.pthread_mutexattr_init(attr),
+            lib.pthread_mutexattr_setpshared(attr, _PTHREAD_PROCESS_SHARED),
+            lib.pthread_mutexattr_setrobust(attr, _PTHREAD_MUTEX_ROBUST),
+            lib.pthread_mutexattr_settype(attr, _PTHREAD_MUTEX_ERRORCHECK),
+            lib.pthread_mutex_init(mutex, attr),
+        )
+        lib.pthread_mutexattr_destroy(attr)
+        if any(checks):
+            failed = [os.strerror(c) for c in checks if c]
+            raise LockUnavailableError(f"cannot initialise a robust mutex: {failed}")
+
+    @property
+    def inode(self) -> str:
+        """'dev:ino:robust' of the lock file: the identity a leader records."""
+        return f"{_file_id(self._fd)}:robust"
+
+    @property
+    def is_held(self) -> bool:
+        return self._held
+
+    def is_current(self) -> bool:
+        return _is_current(self.path, self._fd)
+
+    def reopen(self) -> None:
+        with self._guard:
+            if self._held:
+                raise RuntimeError("cannot reopen a held lock")
+            self._detach()
+            self._fd = _open_lock_file(self.path)
+            self._base = self._attach()
+            self._mutex = ctypes.c_void_p(self._base + _MUTEX_OFFSET)
+
+    def acquire(self) -> None:
+        """Block (GIL released) until the mutex is this thread's; a dead holder's passes at once."""
+        self._take(self._lib.pthread_mutex_lock(self._mutex))
+
+    def try_acquire(self) -> bool:
+        code = self._lib.pthread_mutex_trylock(self._mutex)
+        if code == errno.EBUSY:
+            return False
+        self._take(code)
+        return True
+
+    def _take(self, code: int) -> None:
+        self.previous_owner_died = code == errno.EOWNERDEAD
+        if code == errno.EOWNERDEAD:  # the holder died holding it: ours now, once marked consistent
+            code = self._lib.pthread_mutex_consistent(self._mutex)
+        if code:
+            raise OSError(code, f"election mutex in {self.path}: {os.strerror(code)}")
+        self._owner = threading.get_ident()
+        self._held = True
+
+    def release(self) -> None:
+        """Let the mutex go; only from the thread that acquired it."""
+        if not self._held:
+            return
+        if self._owner != threading.get_ident():
+            raise RuntimeError("the election mutex must be released by the thread that acquired it")
+        self._held = False
+        self._owner = None
+        code = self._lib.pthread_mutex_unlock(self._mutex)
+        if code:
+            raise OSError(code, f"election mutex in {self.path}: {os.strerror(code)}")
+
+    def close(self) -> None:
+        self.release()
+        self._detach()
+        _OPEN_LOCKS.discard(self)
+
+    def _detach(self) -> None:
+        # Only while not held (reopen, close): no robust list of ours points into this memory.
+        self._lib.munmap(self._base, _MAP_SIZE)
+        self._mutex = ctypes.c_void_p(0)
+        try:
+            os.close(self._fd)
+        except OSError:
+            pass
+
+    def _close_inherited(self) -> None:
+        # The child never owns the parent's mutex (ownership is per thread and the kernel forgets a
+        # parent's robust list in the child): it only forgets the lock and its descriptor.
+        self._held = False
+        self._owner = None
+        try:
+            os.close(self._fd)
+        except OSError:
+            pass
+        self._fd = -1
+        _OPEN_LOCKS.discard(self)
+
+
+class ElectionLock(Protocol):
+    """What the elector needs of its lock (OSLock and RobustLock)."""
+
+    path: Path
+
+    @property
+    def inode(self) -> str: ...
+    @property
+    def is_held(self) -> bool: ...
+    def is_current(self) -> bool: ...
+    def reopen(self) -> None: ...
+    def acquire(self) -> None: ...
+    def try_acquire(self) -> bool: ...
+    def release(self) -> None: ...
+    def close(self) -> None: ...
+
+
+def election_lock(
+    path: str | os.PathLike[str], kind: Literal["auto", "flock"] = "auto"
+) -> OSLock | RobustLock:
+    """The robust mutex where the platform has one (`auto` on Linux), else the flock (or filelock) lock."""
+    if kind == "auto" and sys.platform == "linux":
+        try:
+            return RobustLock(path)
+        except LockUnavailableError:
+            pass
+    return OSLock(path)
+
+
+__all__ = ["ElectionLock", "LockUnavailableError", "OSLock", "RobustLock", "election_lock"]

@@ -23,6 +23,7 @@ BENCHMARKS = [
     ("Registration and reads: embedded dtms vs the HTTP server it replaces", "bench_http_vs_embedded.py", [], ["--n", "500"]),
     ("Registration from one and four processes", "bench_register.py", [], []),
     ("Failover", "bench_failover.py", ["--trials", "50", "--hung", "3"], ["--trials", "10", "--hung", "1"]),
+    ("Lock release after SIGKILL, by the dead holder's memory", "bench_lock_release.py", [], ["--trials", "5", "--sizes", "0,100"]),
     ("Engine cycle: 1000 trades on 50 symbols", "bench_engine.py", [], ["--trades", "200", "--symbols", "10"]),
     ("Replay throughput", "bench_replay.py", [], ["--quick"]),
     ("Peak memory", "bench_memory.py", [], ["--trades", "200", "--symbols", "10"]),

@@ -64,6 +64,8 @@ def run_node(path: str, name: str, events: Any, commands: Any, election: dict[st
     def put(kind: str, **extra: Any) -> None:
         events.put({"kind": kind, "name": name, "pid": os.getpid(), "t": time.monotonic(), **extra})
 
+    # DTMS_TEST_LOCK runs a whole suite on one kind of election lock ("auto" = the robust mutex on Linux).
+    election = {"lock": os.environ.get("DTMS_TEST_LOCK", "auto"), **election}
     node = dtms.Node(
         path,
         name=name,

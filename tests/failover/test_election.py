@@ -28,8 +28,14 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def db(tmp_path):
+@pytest.fixture(params=["auto", "flock"])
+def db(request, tmp_path, monkeypatch):
+    """A fresh database; every test runs with each kind of election lock (auto: the robust mutex on Linux)."""
+    monkeypatch.setenv("DTMS_TEST_LOCK", request.param)  # spawned children inherit it
+    return _fresh_db(tmp_path)
+
+
+def _fresh_db(tmp_path):
     path = str(tmp_path / "dtms.db")
     dtms.open(path).close()
     conn = apsw.Connection(path)
@@ -182,4 +188,26 @@ def test_lock_file_replaced_under_a_running_leader_never_makes_two_leaders(db):
         c.kill("a")
         nxt = c.wait("started", SHORT_TTL["lease_ttl_s"] + SHORT_TTL["check_interval_s"] + 5, name="b")
         assert nxt["epoch"] == first["epoch"] + 1
+        assert dtms.open(db).lease_history()[-1]["reason"] == "expired"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the robust mutex is the Linux lock")
+@pytest.mark.parametrize(("first", "second"), [("auto", "flock"), ("flock", "auto")])
+def test_processes_on_different_lock_kinds_never_fast_track_each_other(tmp_path, monkeypatch, first, second):
+    """A robust-mutex leader and an flock follower (or the reverse) share the lock file but not the lock: the
+    follower holds its own kind at once, yet the identities differ, so it leads only once the lease expires."""
+    db = _fresh_db(tmp_path)
+    with cluster(db) as c:
+        monkeypatch.setenv("DTMS_TEST_LOCK", first)
+        c.spawn("a", SHORT_TTL)
+        c.wait("ready", SPAWN_DEADLINE_S, name="a")
+        leader = c.wait("started", CRASH_DEADLINE_S, name="a")
+        monkeypatch.setenv("DTMS_TEST_LOCK", second)
+        c.spawn("b", SHORT_TTL)
+        c.wait("ready", SPAWN_DEADLINE_S, name="b")
+        c.none_within("started", 2 * SHORT_TTL["lease_ttl_s"], name="b")  # a renews: b never leads beside it
+        t0 = c.kill("a")
+        nxt = c.wait("started", SHORT_TTL["lease_ttl_s"] + SHORT_TTL["check_interval_s"] + 5, name="b")
+        assert nxt["epoch"] == leader["epoch"] + 1
+        assert nxt["t"] - t0 > SHORT_TTL["lease_ttl_s"] - SHORT_TTL["renew_interval_s"] - 0.1  # by expiry only
         assert dtms.open(db).lease_history()[-1]["reason"] == "expired"
