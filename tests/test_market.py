@@ -6,6 +6,8 @@ from datetime import time as dtime
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dtms.engine.market import (
     BarWindow,
@@ -223,3 +225,44 @@ def test_spread_helpers() -> None:
     assert spread_points(1.1000, 1.1002, 0.00001) == pytest.approx(20)
     assert spread_median([3, 1, 2]) == 2
     assert spread_median([]) is None
+
+
+def _reference_merge(final: dict[int, float], batch: list[tuple[int, float]], now_s: float, capacity: int):
+    """The merge rule in its plainest form, one bar at a time: final bars by open time, close only."""
+    appended, revised = [], []
+    for t, close in sorted(batch, key=lambda b: b[0]):
+        if now_s < t + M5 + 5.0:
+            continue  # not final: pending
+        if t in final:
+            if final[t] != close:
+                revised.append(t)
+                final[t] = close
+        else:
+            appended.append(t)
+            final[t] = close
+    kept = dict(sorted(final.items())[-capacity:])
+    return kept, [t for t in appended if t in kept], revised
+
+
+@given(
+    fetches=st.lists(
+        st.lists(st.tuples(st.integers(0, 30), st.sampled_from([1.0, 1.5, 2.0])), max_size=8, unique_by=lambda b: b[0]),
+        min_size=1,
+        max_size=8,
+    ),
+    capacity=st.integers(1, 12),
+)
+@settings(max_examples=200, deadline=None)
+def test_merge_matches_a_bar_by_bar_reference(fetches, capacity) -> None:
+    """Appends, revisions and the capacity cut of `merge` equal a one-bar-at-a-time model over any fetches."""
+    w = BarWindow(M5, capacity, 5.0)
+    model: dict[int, float] = {}
+    for n, fetch in enumerate(fetches):
+        now_s = T0 + (n + 3) * 4 * M5
+        batch = [(T0 + k * M5, c) for k, c in fetch]
+        res = w.merge(rates([t for t, _ in batch], [c for _, c in batch], open_=[1.0] * len(batch),
+                            high=[3.0] * len(batch), low=[0.5] * len(batch)), at(now_s))  # fmt: skip
+        model, appended, revised = _reference_merge(model, batch, now_s, capacity)
+        assert list(w.final()["time"]) == list(model)
+        assert list(w.final()["close"]) == list(model.values())
+        assert (sorted(res.appended), sorted(res.revised)) == (sorted(appended), sorted(revised))

@@ -173,14 +173,25 @@ class BarWindow:
                 hit = (idx < len(known)) & (known[np.minimum(idx, len(known) - 1)] == fresh["time"])
             else:
                 hit = np.zeros(len(fresh), dtype=bool)
-            for row, where, seen in zip(fresh, idx, hit, strict=True):
-                if seen:
-                    old = self._final[where]
-                    if any(old[f] != row[f] for f in _VALUE_FIELDS):
-                        revised.append(int(row["time"]))
-                        self._final[where] = row
-                else:
-                    appended.append(int(row["time"]))
+            if len(np.unique(fresh["time"])) == len(fresh):
+                # Vectorised: each fetched bar is compared with the one final bar of its time.
+                where = idx[hit]
+                old, new = self._final[where], fresh[hit]
+                changed = np.zeros(len(new), dtype=bool)
+                for f in _VALUE_FIELDS:
+                    changed |= old[f] != new[f]
+                revised = [int(t) for t in new["time"][changed]]
+                self._final[where[changed]] = new[changed]
+                appended = [int(t) for t in fresh["time"][~hit]]
+            else:  # a batch repeating a time: row by row, each compared with what the previous one left
+                for row, at, seen in zip(fresh, idx, hit, strict=True):
+                    if seen:
+                        old_row = self._final[at]
+                        if any(old_row[f] != row[f] for f in _VALUE_FIELDS):
+                            revised.append(int(row["time"]))
+                            self._final[at] = row
+                    else:
+                        appended.append(int(row["time"]))
             if appended:
                 new_rows = fresh[np.isin(fresh["time"], appended)]
                 merged = np.concatenate([self._final, new_rows])

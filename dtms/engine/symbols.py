@@ -153,6 +153,9 @@ class SymbolData:
         """Final M5 bars of the current VWAP session opened after `after` (for per-trade cross counters)."""
         bars = self.m5.final()
         if after is not None:
+            newest = self.m5.newest_final_time
+            if newest is None or newest <= after:  # no bar closed since: most fast checks
+                return bars[:0]
             bars = bars[bars["time"] > after]
         series = self.vwap.series
         return bars[np.isin(bars["time"], np.fromiter(series.keys(), dtype=np.int64, count=len(series)))]
