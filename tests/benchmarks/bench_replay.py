@@ -1,14 +1,54 @@
-"""Replay throughput on the embedded synthetic data, in bar × open-trade steps per second.
+"""Replay throughput on the embedded synthetic data, in bar × open-trade steps per second, and its ceilings.
 
 Run: python tests/benchmarks/bench_replay.py [--days 4] [--every 36] [--quick]
+
+The second table times the pure engine code a replay cannot skip: one deep check's six signals and score
+(`signals.evaluate` on full M5/M15 windows, uncached) and one state-machine step. A replay that runs the same
+engine at the live cadence pays at least one evaluation per deep check; the ceiling shown is the throughput if
+nothing else (no fast check, no store, no terminal) cost anything.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import time
+from datetime import UTC, datetime
 
+from dtms.config import Config
+from dtms.engine import machine
+from dtms.engine import signals as sg
+from dtms.engine.symbols import SymbolData
+from dtms.models import Direction, TradeState
 from dtms.replay import replay, synthetic
+
+
+def _pure_costs(days: int) -> tuple[float, float]:
+    """Seconds per uncached `signals.evaluate` and per `machine.step`, on the synthetic data's windows."""
+    import dtms.sim
+    from dtms.broker import MT5Broker
+
+    rates = synthetic("EURUSD", days=days, seed=1)
+    start = datetime.fromtimestamp(int(rates["time"][-1]) - 3600, UTC)
+    term = dtms.sim.open(None, bars={"EURUSD": rates}, clock="manual", account="hedging", start=start)
+    broker = MT5Broker(term)
+    broker.connect()
+    cfg = Config()
+    sym = SymbolData("EURUSD", "EURUSD", cfg)
+    sym.refresh(broker, term.now(), 1)
+    assert sym.regime is not None and sym.thresholds is not None
+    view = sg.VwapView(sym.vwap.value, sym.slope(), 0, False)
+    n = 200
+    t0 = time.perf_counter()
+    for _ in range(n):
+        ev = sg.evaluate(sym.m5.final(), sym.m15.final(), Direction.BUY, sym.regime, sym.thresholds, view, None, cfg)
+    evaluate_s = (time.perf_counter() - t0) / n
+    trade = machine.TradeView(state=TradeState.HEALTHY, direction=Direction.BUY, state_entered_at=start,
+                              flat_timer_started_at=None, recovery_timer_started_at=None, last_trail_bar_time=None)  # fmt: skip
+    t0 = time.perf_counter()
+    for _ in range(n):
+        machine.step(trade, ev, start, cfg)
+    return evaluate_s, (time.perf_counter() - t0) / n
 
 
 def main() -> None:
@@ -19,14 +59,30 @@ def main() -> None:
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     days = 2 if args.quick else args.days
-    print("| data | entries | wall s | engine s | baseline s | bar × open-trade steps/s |")
-    print("|---|---|---|---|---|---|")
+    print("| data | entries | wall s | engine s | baseline s | fast checks | deep checks | bar × open-trade steps/s |")
+    print("|---|---|---|---|---|---|---|---|")
+    ratios = []
     for every in (args.every, max(6, args.every // 6)):
         report = replay(synthetic("EURUSD", days=days, seed=1), symbol="EURUSD", every=every, seed=1)
         t = report.timing or {}
+        e = report.engine
+        ratios.append((e["bar_trade_steps"], e["deep_checks"], e["fast_checks"], t.get("managed_s", 0.0)))
         print(f"| EURUSD M1, {days} days | every {every} M5 bars ({report.meta['entries'].get('opened', '?')} opened) | "
               f"{t.get('wall_s', 0):.1f} | {t.get('managed_s', 0):.1f} | {t.get('baseline_s', 0):.2f} | "
-              f"{t.get('bar_trade_steps_per_s', 0):,.0f} |", flush=True)
+              f"{e['fast_checks']} | {e['deep_checks']} | {t.get('bar_trade_steps_per_s', 0):,.0f} |", flush=True)
+    evaluate_s, step_s = _pure_costs(days)
+    steps, deep, fast, managed = map(sum, zip(*ratios, strict=True))
+    print()
+    print("| what | per call ms | per bar × trade step µs | ceiling steps/s |")
+    print("|---|---|---|---|")
+    print(f"| whole fast check (store, terminal, engine), measured above | {managed / fast * 1000:.3f} | "
+          f"{managed / steps * 1e6:.0f} | {steps / managed:,.0f} |")
+    print(f"| `signals.evaluate` (six signals + score), once per deep check | {evaluate_s * 1000:.3f} | "
+          f"{evaluate_s * deep / steps * 1e6:.1f} | {steps / (evaluate_s * deep):,.0f} |")
+    print(f"| `machine.step`, once per deep check | {step_s * 1000:.4f} | {step_s * deep / steps * 1e6:.2f} | "
+          f"{steps / (step_s * deep):,.0f} |")
+    print(f"\n{steps} steps, {fast} fast checks, {deep} deep checks: {fast / steps:.2f} fast and "
+          f"{deep / steps:.3f} deep checks per step.")
 
 
 if __name__ == "__main__":
