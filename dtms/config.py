@@ -601,10 +601,10 @@ class Config(_Section):
             try:
                 with Path(path).open("rb") as fh:
                     data = tomllib.load(fh)
-            except OSError as exc:
-                raise ConfigError(f"cannot read config file {path}: {exc}") from exc
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"invalid TOML in {path}: {exc}") from exc
+            except (OSError, ValueError) as exc:  # ValueError: a path the OS cannot spell (NUL, lone surrogate)
+                raise ConfigError(f"cannot read config file {path!r}: {exc}") from exc
         _deep_merge(data, env_overrides(os.environ if env is None else env))
         config = cls.from_mapping(data)
         if config.broker.server_time is None:

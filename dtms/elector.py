@@ -6,7 +6,9 @@ import logging
 import os
 import queue
 import secrets
+import signal
 import socket
+import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -15,7 +17,7 @@ from typing import Final
 
 from dtms.clock import Clock, process_start_time
 from dtms.config import ElectionConfig
-from dtms.errors import LeaseLostError, StoreError, UsedAfterForkError
+from dtms.errors import LeaseLostError, StoreBusyError, StoreError, UsedAfterForkError
 from dtms.lease import LeaseRow, Observation, TakeoverReason, may_take_over, observe
 from dtms.models import Holder
 from dtms.oslock import election_lock
@@ -62,6 +64,39 @@ def holder_alive(row: LeaseRow, host: str, boot_id: str | None) -> bool | None:
     if fields[0] in ("Z", "X"):  # exited, not yet reaped by its parent
         return False
     return row.proc_start is None or int(fields[19]) == row.proc_start
+
+
+def stonith(row: LeaseRow, host: str, boot_id: str | None) -> bool:
+    """SIGKILL the row's holder if it is a process of this host and boot with the recorded start time.
+
+    `pidfd_open` first pins the process, then its start time is checked, then the signal goes through the
+    pidfd: a pid reused in between can neither pass the check nor receive the signal (spec/election.md §6).
+    Linux only; never this process. True when the signal was sent.
+    """
+    if (
+        sys.platform != "linux"
+        or not hasattr(os, "pidfd_open")
+        or row.pid is None
+        or row.proc_start is None
+        or row.pid == os.getpid()
+        or row.host != host
+        or boot_id is None
+        or row.boot_id != boot_id
+    ):
+        return False
+    try:
+        fd = os.pidfd_open(row.pid)
+    except OSError:  # gone already (or not ours to see)
+        return False
+    try:
+        if process_start_time(row.pid) != row.proc_start:
+            return False
+        signal.pidfd_send_signal(fd, signal.SIGKILL)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 class Elector:
@@ -284,6 +319,12 @@ class Elector:
         )
 
     def _attempt(self) -> None:
+        decided: list[LeaseRow | None] = []
+
+        def decide(row: LeaseRow | None) -> TakeoverReason | None:
+            decided.append(row)
+            return self._rule(row)
+
         with self._mu:
             if self._stop.is_set() or self._stepping_down or (self._epoch is not None and not self._fenced):
                 return
@@ -296,10 +337,12 @@ class Elector:
                     ttl_ms=self._ttl_ms,
                     now_boot_ms=t0,
                     lock_inode=self._lock.inode if self._lock.is_held else None,
-                    decide=self._rule,
+                    decide=decide,
                 )
-            except StoreError:
+            except StoreError as exc:
                 log.warning("dtms: takeover attempt failed; will retry", exc_info=True)
+                if isinstance(exc, StoreBusyError):
+                    self._unstick()
                 return
             if won is None:
                 return
@@ -310,6 +353,8 @@ class Elector:
             self._next_renew_ms = t0 + round(self.settings.renew_interval_s * 1000)
             self._elected.notify_all()
         log.info("dtms: %s leads with epoch %d (%s)", self.name, epoch, reason)
+        if reason == "expired" and decided and decided[-1] is not None:
+            self._kill_holder(decided[-1], "its lease expired")  # hung: it would hold the OS lock on
         if self._user_started is not None:
             started = self._user_started
 
@@ -330,6 +375,30 @@ class Elector:
                 self._calls.put(call_started)
         self._on_elected(epoch)
         self._wake.set()
+
+    def _unstick(self) -> None:
+        """After a takeover found the database locked: if the lease has expired, kill its holder (STONITH).
+
+        A holder stopped inside a write transaction locks everyone out, and only killing it frees the
+        database (spec/election.md §4.11). The row is read afresh: reads work while another connection
+        holds the write lock, and a row someone renewed or took meanwhile is not expired.
+        """
+        if not self.settings.stonith:
+            return
+        try:
+            row = self.store.lease_row()
+        except StoreError:
+            return
+        if row is not None and self._rule(row) == "expired":
+            self._kill_holder(row, "its lease expired while the database stayed locked")
+
+    def _kill_holder(self, row: LeaseRow, why: str) -> None:
+        """Optional local STONITH (`election.stonith`, off by default): SIGKILL a hung holder on this host."""
+        if not self.settings.stonith:
+            return
+        if stonith(row, self._host, self.clock.boot_id()):
+            log.warning("dtms: killed the previous holder %s (pid %s, epoch %d): %s", row.holder_name, row.pid,
+                        row.epoch, why)  # fmt: skip
 
     def _renew(self) -> None:
         epoch = self._epoch
@@ -423,4 +492,4 @@ class Elector:
                 log.exception("dtms: a leadership callback raised")
 
 
-__all__ = ["EXIT_WEDGED", "Elector", "LeaderSeen", "holder_alive"]
+__all__ = ["EXIT_WEDGED", "Elector", "LeaderSeen", "holder_alive", "stonith"]

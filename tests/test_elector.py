@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -185,3 +191,34 @@ def test_a_different_boot_id_marks_the_lease_stale_at_once(tmp_path):
         assert b.store.lease_history()[-1]["reason"] == "expired"
     finally:
         b.stop()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="STONITH uses pidfd and /proc (Linux)")
+def test_stonith_kills_only_the_recorded_process_of_this_host_and_boot():
+    """The pid alone is not enough: another start time (a reused pid), host or boot id, or this very
+    process, is never signalled; the recorded process is."""
+    from dtms.clock import SystemClock, process_start_time
+    from dtms.elector import stonith
+    from tests.test_lease import row
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        start = None
+        while start is None:  # /proc entry visible once the child exists
+            start = process_start_time(child.pid)
+        host, boot = socket.gethostname(), SystemClock().boot_id()
+        target = row(pid=child.pid, proc_start=start, host=host, boot_id=boot)
+        for wrong in (
+            dataclasses.replace(target, proc_start=start + 1),
+            dataclasses.replace(target, host="elsewhere"),
+            dataclasses.replace(target, boot_id="another-boot"),
+            dataclasses.replace(target, pid=os.getpid(), proc_start=process_start_time()),
+        ):
+            assert not stonith(wrong, host, boot)
+        assert child.poll() is None
+        assert stonith(target, host, boot)
+        assert child.wait(5) == -signal.SIGKILL
+        assert not stonith(target, host, boot)  # gone: nothing to kill
+    finally:
+        child.kill()
+        child.wait()

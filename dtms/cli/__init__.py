@@ -83,10 +83,24 @@ def describe(exc: Exception) -> str:
     return "; ".join(lines)
 
 
+class FilePath(click.Path):
+    """click.Path for files that turns a name the OS cannot spell (a NUL byte, a lone surrogate) into a usage
+    error; click's own lets the UnicodeEncodeError or ValueError of `os.stat` escape as a traceback."""
+
+    def __init__(self, *, exists: bool = False) -> None:
+        super().__init__(dir_okay=False, exists=exists, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return super().convert(value, param, ctx)
+        except ValueError as exc:  # UnicodeEncodeError included
+            self.fail(f"{value!r} is not a usable file name ({exc})", param, ctx)
+
+
 @click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--db",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FilePath(),
     default=DEFAULT_DB,
     envvar=DB_ENV,
     show_default=True,

@@ -14,12 +14,12 @@ from typing import Any
 import click
 
 import dtms
-from dtms.cli import App, cli, fields_table, json_option, pass_app, print_json, print_table, table
+from dtms.cli import App, FilePath, cli, fields_table, json_option, pass_app, print_json, print_table, table
 from dtms.config import Config
 from rich.console import Console
 
 config_option = click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False, exists=True, path_type=Path), envvar="DTMS_CONFIG",
+    "--config", "config_path", type=FilePath(exists=True), envvar="DTMS_CONFIG",
     show_envvar=True, help="A TOML configuration file (environment overrides: DTMS__SECTION__KEY=value).",
 )  # fmt: skip
 
@@ -46,7 +46,7 @@ def _file_sets_server_time(path: Path) -> bool:
 @cli.command("run")
 @click.option("--broker", "broker_kind", type=click.Choice(["sim", "mt5"]), required=True,
               help="sim: a simulated terminal file; mt5: the MetaTrader5 package (Windows).")  # fmt: skip
-@click.option("--sim", "sim_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--sim", "sim_path", type=FilePath(),
               help="The simulated terminal file (created if missing) for --broker sim.")  # fmt: skip
 @click.option("--name", default=None, help="This process's name in the lease (default: host and pid).")
 @click.option("--login", type=int, help="MetaTrader 5 account (--broker mt5).")
@@ -261,9 +261,9 @@ def demo_command(duration: float, speed: float, processes: int, trades: int, kee
 
 
 @cli.command("replay")
-@click.argument("bars", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.argument("bars", type=FilePath(exists=True))
 @click.option("--symbol", help="The symbol (default: the file name's first part, as MetaTrader names exports).")
-@click.option("--entries", "entries_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+@click.option("--entries", "entries_path", type=FilePath(exists=True),
               help="A CSV of entries: time,direction,volume,sl,tp (ISO-8601 UTC times).")  # fmt: skip
 @click.option("--every", type=click.IntRange(1), help="Generate an entry every N fast-timeframe bars (default 24).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated entries' directions.")
@@ -280,8 +280,8 @@ def demo_command(duration: float, speed: float, processes: int, trades: int, kee
 @click.option("--warmup", type=click.IntRange(0), help="Slow-timeframe bars before the first entry.")
 @config_option
 @json_option
-@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the JSON here.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", "out_path", type=FilePath(), help="Also write the JSON here.")
+@click.option("--plot", "plot_path", type=FilePath(),
               help="Draw price, entries/exits, SL path and states to this PNG (needs dtms[plot]).")  # fmt: skip
 @click.option("--plot-trade", type=click.IntRange(1), help="Plot only this entry (1-based).")
 def replay_command(bars: Path, symbol: str | None, entries_path: Path | None, every: int | None, seed: int,

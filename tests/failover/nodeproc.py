@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
-import queue
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from multiprocessing import connection as mp_connection
 from typing import Any, Final
 
 CTX: Final = mp.get_context("spawn")  # Windows has no fork; Python 3.14 changed the Linux default
@@ -58,7 +59,12 @@ def audit_write(store: Any, epoch: int) -> None:
 
 def run_node(path: str, name: str, events: Any, commands: Any, election: dict[str, Any], audit: bool) -> None:
     """A bot process: starts a Node, reports leadership events, obeys commands until told to exit."""
+    import logging
+
     import dtms
+
+    if os.environ.get("DTMS_TEST_LOG"):  # e.g. INFO: the election's own account, on the test's stderr
+        logging.basicConfig(level=os.environ["DTMS_TEST_LOG"], format=f"%(relativeCreated)d {name} %(message)s")
     from dtms.config import Config, ElectionConfig
 
     def put(kind: str, **extra: Any) -> None:
@@ -88,6 +94,12 @@ def run_node(path: str, name: str, events: Any, commands: Any, election: dict[st
             t = time.monotonic()
             node.stop(timeout=5)
             put("stopped_node", t_stop=t)
+        elif op == "hold_write":  # a test hook: another connection of this process holds the write lock
+            import apsw
+
+            held = apsw.Connection(path)
+            held.execute("BEGIN IMMEDIATE")
+            put("holding_write")
         elif op == "epoch":
             last_epoch = node.epoch if node.epoch is not None else last_epoch
             put("epoch", epoch=node.epoch, is_leader=node.is_leader)
@@ -119,21 +131,51 @@ def run_node(path: str, name: str, events: Any, commands: Any, election: dict[st
             put("forked", child=pid)
 
 
+class EventPipe:
+    """One child's end of its own event pipe; `put` is safe from the child's threads.
+
+    Not a multiprocessing.Queue: its writers share one lock across processes, so a writer killed or stopped
+    while holding it (a leader SIGKILLed right after reporting) silences every other process.
+    """
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self._lock: threading.Lock | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"conn": self.conn}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.conn, self._lock = state["conn"], None
+
+    def put(self, event: dict[str, Any]) -> None:
+        if self._lock is None:
+            self._lock = threading.Lock()
+        with self._lock:
+            self.conn.send(event)
+
+
 @dataclass
 class Cluster:
-    """Node processes on one database, their command queues and the shared event log."""
+    """Node processes on one database, their command queues and their event pipes (one per process)."""
 
     path: str
-    events: Any = field(default_factory=CTX.Queue)
+    readers: dict[str, Any] = field(default_factory=dict)
     procs: dict[str, Any] = field(default_factory=dict)
     commands: dict[str, Any] = field(default_factory=dict)
     backlog: list[dict[str, Any]] = field(default_factory=list)
+
+    def event_pipe(self, name: str) -> EventPipe:
+        """A new event pipe for the process `name`: the child writes, `wait` reads."""
+        reader, writer = CTX.Pipe(duplex=False)
+        self.readers[name] = reader
+        return EventPipe(writer)
 
     def spawn(self, name: str, election: dict[str, Any] | None = None, *, audit: bool = False) -> None:
         commands = CTX.Queue()
         proc = CTX.Process(
             target=run_node,
-            args=(self.path, name, self.events, commands, election or LONG_TTL, audit),
+            args=(self.path, name, self.event_pipe(name), commands, election or LONG_TTL, audit),
             name=name,
             daemon=True,
         )
@@ -145,7 +187,7 @@ class Cluster:
         self.commands[name].put(cmd)
 
     def wait(self, kind: str, timeout: float, **match: Any) -> dict[str, Any]:
-        """The first event of `kind` matching `match` (from the backlog or the queue), or AssertionError."""
+        """The first event of `kind` matching `match` (from the backlog or the pipes), or AssertionError."""
         for i, event in enumerate(self.backlog):
             if event["kind"] == kind and all(event.get(k) == v for k, v in match.items()):
                 return self.backlog.pop(i)
@@ -154,13 +196,14 @@ class Cluster:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AssertionError(f"no {kind} event matching {match} within {timeout} s; saw {self.backlog}")
-            try:
-                event = self.events.get(timeout=left)
-            except queue.Empty:
-                continue
-            if event["kind"] == kind and all(event.get(k) == v for k, v in match.items()):
-                return event
-            self.backlog.append(event)
+            for reader in mp_connection.wait(list(self.readers.values()), timeout=left):
+                try:
+                    self.backlog.append(reader.recv())
+                except (EOFError, OSError):  # the writer is gone: nothing more will come from it
+                    self.readers = {k: r for k, r in self.readers.items() if r is not reader}
+            for i, event in enumerate(self.backlog):
+                if event["kind"] == kind and all(event.get(k) == v for k, v in match.items()):
+                    return self.backlog.pop(i)
 
     def none_within(self, kind: str, seconds: float, **match: Any) -> None:
         """Assert that no `kind` event matching `match` arrives within `seconds`."""

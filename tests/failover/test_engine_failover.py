@@ -24,7 +24,7 @@ RESUME_DEADLINE_S = 30.0
 
 
 def _spawn(c: Cluster, db: str, sim: str, name: str, crash_at: str | None) -> None:
-    proc = CTX.Process(target=run_engine_node, args=(db, sim, name, c.events, crash_at, "partial_close"),
+    proc = CTX.Process(target=run_engine_node, args=(db, sim, name, c.event_pipe(name), crash_at, "partial_close"),
                        name=name, daemon=True)  # fmt: skip
     proc.start()
     c.procs[name] = proc
