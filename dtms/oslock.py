@@ -18,7 +18,7 @@ import sys
 import threading
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Final, Literal
 
 from dtms.store.db import FILE_MODE
 
@@ -364,23 +364,6 @@ class RobustLock:
         _OPEN_LOCKS.discard(self)
 
 
-class ElectionLock(Protocol):
-    """What the elector needs of its lock (OSLock and RobustLock)."""
-
-    path: Path
-
-    @property
-    def inode(self) -> str: ...
-    @property
-    def is_held(self) -> bool: ...
-    def is_current(self) -> bool: ...
-    def reopen(self) -> None: ...
-    def acquire(self) -> None: ...
-    def try_acquire(self) -> bool: ...
-    def release(self) -> None: ...
-    def close(self) -> None: ...
-
-
 def election_lock(
     path: str | os.PathLike[str], kind: Literal["auto", "flock"] = "auto"
 ) -> OSLock | RobustLock:
@@ -393,4 +376,4 @@ def election_lock(
     return OSLock(path)
 
 
-__all__ = ["ElectionLock", "LockUnavailableError", "OSLock", "RobustLock", "election_lock"]
+__all__ = ["LockUnavailableError", "OSLock", "RobustLock", "election_lock"]
