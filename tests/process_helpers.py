@@ -12,6 +12,7 @@ import multiprocessing.queues
 import os
 import queue
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.context import SpawnProcess
@@ -33,6 +34,30 @@ NEGATIVE_WAIT_S: Final = 0.5
 WORK_DEADLINE_S: Final = 180.0
 #: How long a terminated child gets to exit before it is killed.
 REAP_GRACE_S: Final = 5.0
+
+
+class EventPipe:
+    """One child's end of its own event pipe; `put` is safe from the child's threads.
+
+    Not a multiprocessing.Queue: its writers share one lock across processes, so a writer killed or stopped
+    while holding it (a leader SIGKILLed right after reporting) silences every other process.
+    """
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self._lock: threading.Lock | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"conn": self.conn}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.conn, self._lock = state["conn"], None
+
+    def put(self, event: dict[str, Any]) -> None:
+        if self._lock is None:
+            self._lock = threading.Lock()
+        with self._lock:
+            self.conn.send(event)
 
 
 def spawn(target: Callable[..., Any], *args: Any, name: str | None = None, **kwargs: Any) -> SpawnProcess:
@@ -150,6 +175,7 @@ __all__ = [
     "REAP_GRACE_S",
     "SPAWN_DEADLINE_S",
     "WORK_DEADLINE_S",
+    "EventPipe",
     "drain",
     "join_all",
     "reap",

@@ -12,13 +12,13 @@ executed request journaled and executed at most once; every intent resolved; eve
 from __future__ import annotations
 
 import os
-import queue
 import random
 import signal
 import statistics
 import sys
 import time
 from collections import Counter
+from multiprocessing import connection as mp_connection
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from chaosproc import ELECTION, run_chaos_node
 import dtms
 import dtms.sim
 from dtms.broker import MT5Broker
+from tests.process_helpers import EventPipe
 
 pytestmark = [pytest.mark.chaos, pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL/SIGSTOP are POSIX")]
 
@@ -53,7 +54,9 @@ class Chaos:
 
         self.ctx = mp.get_context("spawn")
         self.db, self.sim = str(tmp / "dtms.db"), str(tmp / "sim.db")
-        self.events: Any = self.ctx.Queue()
+        # One pipe per process, not a shared Queue: a node killed or paused while holding a Queue's
+        # cross-process write lock would silence every other node.
+        self.readers: dict[str, Any] = {}
         self.procs: dict[str, Any] = {}
         self.serial = 0
         self.started: list[dict[str, Any]] = []
@@ -62,23 +65,31 @@ class Chaos:
     def spawn(self) -> str:
         name = f"n{self.serial}"
         self.serial += 1
-        proc = self.ctx.Process(target=run_chaos_node, args=(self.db, self.sim, name, self.events,
+        reader, writer = self.ctx.Pipe(duplex=False)
+        self.readers[name] = reader
+        proc = self.ctx.Process(target=run_chaos_node, args=(self.db, self.sim, name, EventPipe(writer),
                                 CRASH_PROBABILITY, SEED * 1000 + self.serial), name=name, daemon=True)  # fmt: skip
         proc.start()
         self.procs[name] = proc
         return name
 
     def drain(self, timeout: float = 0.0) -> None:
+        """Take every event the nodes have sent, waiting up to `timeout` for the first."""
         while True:
-            try:
-                event = self.events.get(timeout=timeout)
-            except queue.Empty:
+            ready = mp_connection.wait(list(self.readers.values()), timeout=timeout)
+            if not ready:
                 return
             timeout = 0.0
-            if event["kind"] == "started":
-                self.started.append(event)
-            elif event["kind"] == "crash":
-                self.crashes.append(event)
+            for reader in ready:
+                try:
+                    event = reader.recv()
+                except (EOFError, OSError):  # a dead node's pipe: nothing more will come
+                    self.readers = {k: r for k, r in self.readers.items() if r is not reader}
+                    continue
+                if event["kind"] == "started":
+                    self.started.append(event)
+                elif event["kind"] == "crash":
+                    self.crashes.append(event)
 
     def replace_dead(self) -> None:
         for name, proc in list(self.procs.items()):

@@ -6,12 +6,13 @@ import contextlib
 import multiprocessing as mp
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from multiprocessing import connection as mp_connection
 from typing import Any, Final
+
+from tests.process_helpers import EventPipe
 
 CTX: Final = mp.get_context("spawn")  # Windows has no fork; Python 3.14 changed the Linux default
 #: A slow interpreter start on a loaded 2-core runner is not an election failure.
@@ -129,30 +130,6 @@ def run_node(path: str, name: str, events: Any, commands: Any, election: dict[st
                 time.sleep(cmd[1])
                 os._exit(code)
             put("forked", child=pid)
-
-
-class EventPipe:
-    """One child's end of its own event pipe; `put` is safe from the child's threads.
-
-    Not a multiprocessing.Queue: its writers share one lock across processes, so a writer killed or stopped
-    while holding it (a leader SIGKILLed right after reporting) silences every other process.
-    """
-
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-        self._lock: threading.Lock | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"conn": self.conn}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.conn, self._lock = state["conn"], None
-
-    def put(self, event: dict[str, Any]) -> None:
-        if self._lock is None:
-            self._lock = threading.Lock()
-        with self._lock:
-            self.conn.send(event)
 
 
 @dataclass
