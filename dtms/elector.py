@@ -163,6 +163,7 @@ class Elector:
         self._valid_until_ms = 0
         self._last_renew_ms = 0
         self._next_renew_ms = 0
+        self._row_has_lock = False  # whether the lease row records this leader's OS lock
         self._beat_ms = 0
         self._stepping_down = False
         # Follower state.
@@ -256,6 +257,11 @@ class Elector:
                 self._lock.reopen()
                 continue
             self._attempt()
+            if self._epoch is not None and not self._fenced and not self._row_has_lock:
+                # Leading, but the row says the lock is not held: followers could not take the fast path if
+                # this process died now. Renew at once to record it.
+                self._next_renew_ms = 0
+                self._wake.set()
             self._unlock.wait()
             self._unlock.clear()
             # The thread that acquired the lock lets it go: a robust mutex belongs to a thread, not a process.
@@ -351,6 +357,7 @@ class Elector:
             self._valid_until_ms = t0 + self._ttl_ms
             self._last_renew_ms = self._beat_ms = t0
             self._next_renew_ms = t0 + round(self.settings.renew_interval_s * 1000)
+            self._row_has_lock = self._lock.is_held
             self._elected.notify_all()
         log.info("dtms: %s leads with epoch %d (%s)", self.name, epoch, reason)
         if reason == "expired" and decided and decided[-1] is not None:
@@ -433,8 +440,9 @@ class Elector:
                 self._valid_until_ms = t0 + self._ttl_ms
                 self._last_renew_ms = t0
                 self._next_renew_ms = t0 + round(self.settings.renew_interval_s * 1000)
-        # A leader that took over by expiry runs without the OS lock; its waiter thread takes it when it
-        # frees, and the next renewal records lock_held.
+        # A leader that took over without the OS lock (by expiry, or before its waiter got it) records
+        # lock_held with the renewal after its waiter takes the lock (the waiter asks for one at once).
+        self._row_has_lock = self._row_has_lock or self._lock.is_held
 
     def _step_down(self, reason: str, *, release: bool, grace_s: float | None = None) -> None:
         with self._mu:

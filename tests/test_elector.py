@@ -222,3 +222,42 @@ def test_stonith_kills_only_the_recorded_process_of_this_host_and_boot():
     finally:
         child.kill()
         child.wait()
+
+
+def _hold_lock_until(path: str, held, release) -> None:  # type: ignore[no-untyped-def]
+    """A child holding the election lock (the kind `auto` picks) until told to let it go."""
+    from dtms.oslock import election_lock
+
+    lock = election_lock(path)
+    lock.acquire()
+    held.set()
+    release.wait(60)
+    lock.release()
+
+
+def test_a_leader_that_won_without_the_lock_records_it_as_soon_as_its_waiter_takes_it(tmp_path):
+    """The heart may win an empty lease while another process still holds the OS lock; once the waiter gets
+    the lock, the row says lock_held at once, not a renewal interval later: until it does, a crash of this
+    leader could not be taken over through the lock."""
+    from tests.process_helpers import CTX, SPAWN_DEADLINE_S
+
+    path = str(tmp_path / "d.db")
+    dtms.open(path).close()
+    held, release = CTX.Event(), CTX.Event()
+    child = CTX.Process(target=_hold_lock_until, args=(f"{os.path.realpath(path)}.lock", held, release), daemon=True)
+    child.start()
+    node = dtms.Node(path, name="a", election=ElectionConfig(lease_ttl_s=60.0, renew_deadline_s=50.0))
+    try:
+        assert held.wait(SPAWN_DEADLINE_S)
+        node.start()
+        assert node.wait_until_leader(5)  # the heart's "first": no lease row yet, the lock elsewhere
+        assert not node.store.lease().lock_held
+        release.set()
+        deadline = time.monotonic() + 5  # the renewal interval is 20 s
+        while not node.store.lease().lock_held:
+            assert time.monotonic() < deadline, "lock_held waited for the next scheduled renewal"
+            time.sleep(0.01)
+    finally:
+        release.set()
+        node.close()
+        child.join(5)

@@ -124,6 +124,43 @@ def test_a_lock_held_past_the_busy_timeout_is_store_busy_and_writes_nothing(tmp_
             child.kill()
 
 
+def test_a_write_waiting_for_the_lock_lets_the_other_threads_run(tmp_path):
+    """While one thread waits out the busy timeout, the process's other threads keep running: the wait
+    happens with the GIL released (apsw's own `with conn:` held it and froze the whole process)."""
+    import threading
+    import time
+
+    path = str(tmp_path / "d.db")
+    dtms.open(path).close()
+    held, release = CTX.Event(), CTX.Event()
+    child = CTX.Process(target=_hold_write_lock, args=(path, held, release), daemon=True)
+    child.start()
+    try:
+        assert held.wait(SPAWN_DEADLINE_S)
+        store = dtms.open(path, busy_timeout_s=1.0)
+        outcome: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                store.register_trade(1, "EURUSD", "buy", 1.1, 0.1)
+            except BaseException as exc:
+                outcome.append(exc)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        beats = 0
+        while writer.is_alive():
+            time.sleep(0.01)
+            beats += 1
+        assert len(outcome) == 1 and isinstance(outcome[0], dtms.StoreBusyError)
+        assert beats >= 30  # about 100 in the 1 s wait; 1 when the wait held the GIL
+    finally:
+        release.set()
+        child.join(5)
+        if child.is_alive():
+            child.kill()
+
+
 def test_a_leader_that_cannot_renew_steps_down_and_leads_again_later(tmp_path):
     """The write lock held past the renew deadline: the leader steps down (no zombie); once free, it leads."""
     from dtms.config import ElectionConfig

@@ -202,9 +202,8 @@ class StoreCore:
     def _configure(self, busy_timeout_s: float) -> None:
         conn = self._conn
         conn.setbusytimeout(round(busy_timeout_s * 1000))
-        # Every outermost `with conn:` begins IMMEDIATE: a DEFERRED read-then-write can fail with
-        # SQLITE_BUSY_SNAPSHOT without calling the busy handler (spec/election.md 4.3).
-        conn.transaction_mode = "IMMEDIATE"
+        # Writes begin IMMEDIATE (`_write`): a DEFERRED read-then-write can fail with SQLITE_BUSY_SNAPSHOT
+        # without calling the busy handler (spec/election.md 4.3).
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
         if str(mode).lower() != "wal" and not self.in_memory:
             raise StoreError(f"{self.path}: could not switch to WAL mode (got {mode})")
@@ -273,12 +272,29 @@ class StoreCore:
 
     @contextmanager
     def _write(self) -> Iterator[apsw.Connection]:
-        """A write transaction (BEGIN IMMEDIATE); nested calls in the same thread become savepoints."""
+        """A write transaction (BEGIN IMMEDIATE); nested calls in the same thread become savepoints.
+
+        BEGIN and COMMIT go through `execute`, which lets other threads run while SQLite's busy handler
+        waits for another process's write lock. apsw's `with conn:` begins while holding the GIL, so a
+        busy wait there froze every thread of the process (the bot's own included) for up to the busy
+        timeout.
+        """
         self._check()
         with self._lock:
+            conn = self._conn
+            outermost = conn.getautocommit()
             try:
-                with self._conn:
-                    yield self._conn
+                if outermost:
+                    conn.execute("BEGIN IMMEDIATE")
+                try:
+                    with conn:  # a savepoint: an error rolls back this block, nested blocks likewise
+                        yield conn
+                    if outermost:
+                        conn.execute("COMMIT")
+                except BaseException:
+                    if outermost and not conn.getautocommit():
+                        conn.execute("ROLLBACK")
+                    raise
             except apsw.Error as exc:
                 raise _translate(exc, self.path) from exc
 
