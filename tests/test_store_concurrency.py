@@ -93,3 +93,28 @@ def test_eight_processes_register_4000_trades_at_once(db_path: Path) -> None:
     assert len(tickets) == WRITERS * PER_WRITER
     assert len(set(tickets)) == len(tickets)
     assert set(tickets) == {w * 100_000 + i + 1 for w in range(WRITERS) for i in range(PER_WRITER)}
+
+
+def _open_fresh(folder: str, go: Any, done: Any) -> None:
+    """Wait at the start line, then open (and so create and migrate) the same new databases, one by one."""
+    go.wait(SPAWN_DEADLINE_S)
+    for k in range(FRESH_DATABASES):
+        with dtms.open(f"{folder}/new{k}.db") as store:
+            store.register_trade(1, "EURUSD", "buy", 1.1, 0.01)  # idempotent: the same trade from everyone
+    done.put("ok")
+
+
+FRESH_DATABASES: Final = 40
+
+
+def test_processes_creating_one_new_database_at_once_all_succeed(tmp_path: Path) -> None:
+    """Six processes open databases that do not exist yet at the same instants: one creates each schema,
+    the others wait for its write lock (BEGIN IMMEDIATE) instead of failing 'database is locked'."""
+    go, done = CTX.Event(), CTX.Queue()
+    procs = [spawn(_open_fresh, str(tmp_path), go, done, name=f"opener-{i}") for i in range(6)]
+    with reaped(*procs):
+        start_all(procs)
+        go.set()
+        codes = join_all(procs, WORK_DEADLINE_S, "openers")
+        assert list(codes.values()) == [0] * 6, codes
+    assert all(dtms.open(tmp_path / f"new{k}.db").count_trades() == 1 for k in range(FRESH_DATABASES))

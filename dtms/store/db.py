@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -204,7 +205,7 @@ class StoreCore:
         conn.setbusytimeout(round(busy_timeout_s * 1000))
         # Writes begin IMMEDIATE (`_write`): a DEFERRED read-then-write can fail with SQLITE_BUSY_SNAPSHOT
         # without calling the busy handler (spec/election.md 4.3).
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
+        mode = self._wal_mode(busy_timeout_s)
         if str(mode).lower() != "wal" and not self.in_memory:
             raise StoreError(f"{self.path}: could not switch to WAL mode (got {mode})")
         # FULL: an acknowledged registration survives power loss (NORMAL may roll it back in WAL mode).
@@ -214,11 +215,23 @@ class StoreCore:
         conn.config(apsw.SQLITE_DBCONFIG_DQS_DML, 0)
         conn.config(apsw.SQLITE_DBCONFIG_DQS_DDL, 0)
 
+    def _wal_mode(self, busy_timeout_s: float) -> str:
+        """Switch to WAL. On a brand-new file opened by several processes at once SQLite may answer BUSY at
+        once, without its busy handler: retry for up to the busy timeout."""
+        deadline = time.monotonic() + busy_timeout_s
+        while True:
+            try:
+                return str(self._conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0])
+            except apsw.BusyError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.002)
+
     def _migrate(self) -> None:
         # Read first: a current schema needs no write lock, so opening works while another process writes.
         if self._conn.execute("PRAGMA user_version").fetchall()[0][0] == SCHEMA_VERSION:
             return
-        with self._lock, self._conn:
+        with self._write():  # BEGIN IMMEDIATE: a DEFERRED upgrade to a write can fail without waiting
             version = self._conn.execute("PRAGMA user_version").fetchall()[0][0]
             if version > SCHEMA_VERSION:
                 raise SchemaVersionError(
