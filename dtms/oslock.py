@@ -8,6 +8,7 @@ an flock only after that teardown, which takes milliseconds for a large process 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import mmap
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 #: latency small at negligible CPU. Windows releases a dead process's lock after an unbounded time anyway.
 WINDOWS_POLL_S: Final = 0.005
 
-_OPEN_LOCKS: weakref.WeakSet[OSLock | RobustLock] = weakref.WeakSet()
+_OPEN_LOCKS: weakref.WeakSet[_LockFile] = weakref.WeakSet()
 
 
 def _close_in_child() -> None:
@@ -44,34 +45,31 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_close_in_child)
 
 
-class OSLock:
-    """An exclusive lock on `path`, held through one descriptor for the life of the process.
+def _open_lock_file(path: Path) -> int:
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        return os.open(path, flags, FILE_MODE)
+    except OSError as exc:
+        if path.is_symlink():
+            raise OSError(f"{path} is a symlink: refusing to lock through it") from exc
+        raise
 
-    The file is never written, truncated or unlinked: unlinking splits waiters across inodes and breaks
-    mutual exclusion (filelock's reasoning), and it must not be the database file itself (closing any
-    descriptor of a file drops all of a process's POSIX locks on it, which SQLite relies on).
-    """
+
+class _LockFile:
+    """What both kinds share: the lock file opened once (never through a symlink), its identity, whether
+    this process holds the lock, and forgetting it all in a forked child."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._guard = threading.Lock()
         self._held = False
-        self._fd = self._open()
-        # Windows: filelock's LockFileEx-based lock (polled); POSIX: flock on our own descriptor.
-        self._win_lock: BaseFileLock | None = None
-        if sys.platform == "win32":
-            from filelock import FileLock
-
-            self._win_lock = FileLock(self.path, thread_local=False)
-        _OPEN_LOCKS.add(self)
-
-    def _open(self) -> int:
-        return _open_lock_file(self.path)
+        self._fd = _open_lock_file(self.path)
 
     @property
     def inode(self) -> str:
         """'dev:ino' of the file this lock's descriptor refers to: the identity a leader records."""
-        return _file_id(self._fd)
+        st = os.fstat(self._fd)
+        return f"{st.st_dev}:{st.st_ino}"
 
     @property
     def is_held(self) -> bool:
@@ -80,15 +78,50 @@ class OSLock:
 
     def is_current(self) -> bool:
         """False when the lock file was deleted or replaced since it was opened."""
-        return _is_current(self.path, self._fd)
+        try:
+            st = os.stat(self.path, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        fd = os.fstat(self._fd)
+        return (st.st_dev, st.st_ino) == (fd.st_dev, fd.st_ino)
+
+    def _close_fd(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+    def _close_inherited(self) -> None:
+        # In a forked child: forget the lock and close the descriptor, never unlocking (see the at-fork hook).
+        self._held = False
+        self._close_fd()
+        self._fd = -1
+        _OPEN_LOCKS.discard(self)
+
+
+class OSLock(_LockFile):
+    """An exclusive lock on `path`, held through one descriptor for the life of the process.
+
+    The file is never written, truncated or unlinked: unlinking splits waiters across inodes and breaks
+    mutual exclusion (filelock's reasoning), and it must not be the database file itself (closing any
+    descriptor of a file drops all of a process's POSIX locks on it, which SQLite relies on).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__(path)
+        # Windows: filelock's LockFileEx-based lock (polled); POSIX: flock on our own descriptor.
+        self._win_lock: BaseFileLock | None = None
+        if sys.platform == "win32":
+            from filelock import FileLock
+
+            self._win_lock = FileLock(self.path, thread_local=False)
+        _OPEN_LOCKS.add(self)
 
     def reopen(self) -> None:
         """Open the file at `path` afresh (after it was replaced); only while not holding the lock."""
         with self._guard:
             if self._held:
                 raise RuntimeError("cannot reopen a held lock")
-            os.close(self._fd)
-            self._fd = self._open()
+            self._close_fd()
+            self._fd = _open_lock_file(self.path)
 
     def acquire(self) -> None:
         """Block until the lock is ours. On Linux and macOS the kernel wakes us when the holder lets go."""
@@ -135,43 +168,8 @@ class OSLock:
     def close(self) -> None:
         """Release and close the descriptor."""
         self.release()
-        try:
-            os.close(self._fd)
-        except OSError:
-            pass
+        self._close_fd()
         _OPEN_LOCKS.discard(self)
-
-    def _close_inherited(self) -> None:
-        self._held = False
-        try:
-            os.close(self._fd)
-        except OSError:
-            pass
-        self._fd = -1
-        _OPEN_LOCKS.discard(self)
-
-
-def _open_lock_file(path: Path) -> int:
-    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
-    try:
-        return os.open(path, flags, FILE_MODE)
-    except OSError as exc:
-        if path.is_symlink():
-            raise OSError(f"{path} is a symlink: refusing to lock through it") from exc
-        raise
-
-
-def _file_id(fd: int) -> str:
-    st = os.fstat(fd)
-    return f"{st.st_dev}:{st.st_ino}"
-
-
-def _is_current(path: Path, fd: int) -> bool:
-    try:
-        st = os.stat(path, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    return f"{st.st_dev}:{st.st_ino}" == _file_id(fd)
 
 
 # --- the robust mutex (Linux) ---------------------------------------------------------------------------
@@ -213,7 +211,7 @@ def _pthread() -> ctypes.CDLL:
     return lib
 
 
-class RobustLock:
+class RobustLock(_LockFile):
     """The election lock as a robust, process-shared pthread mutex in the lock file (Linux).
 
     Same interface as `OSLock`, one rule more: only the thread that acquired it may release it (the
@@ -224,17 +222,14 @@ class RobustLock:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
         self._lib = _pthread()
-        self._guard = threading.Lock()
-        self._held = False
+        super().__init__(path)
         self._owner: int | None = None
         self.previous_owner_died = False
-        self._fd = _open_lock_file(self.path)
         try:
             self._base = self._attach()
         except BaseException:
-            os.close(self._fd)
+            self._close_fd()
             raise
         self._mutex = ctypes.c_void_p(self._base + _MUTEX_OFFSET)
         _OPEN_LOCKS.add(self)
@@ -287,14 +282,7 @@ class RobustLock:
     @property
     def inode(self) -> str:
         """'dev:ino:robust' of the lock file: the identity a leader records."""
-        return f"{_file_id(self._fd)}:robust"
-
-    @property
-    def is_held(self) -> bool:
-        return self._held
-
-    def is_current(self) -> bool:
-        return _is_current(self.path, self._fd)
+        return f"{super().inode}:robust"
 
     def reopen(self) -> None:
         with self._guard:
@@ -346,22 +334,7 @@ class RobustLock:
         # Only while not held (reopen, close): no robust list of ours points into this memory.
         self._lib.munmap(self._base, _MAP_SIZE)
         self._mutex = ctypes.c_void_p(0)
-        try:
-            os.close(self._fd)
-        except OSError:
-            pass
-
-    def _close_inherited(self) -> None:
-        # The child never owns the parent's mutex (ownership is per thread and the kernel forgets a
-        # parent's robust list in the child): it only forgets the lock and its descriptor.
-        self._held = False
-        self._owner = None
-        try:
-            os.close(self._fd)
-        except OSError:
-            pass
-        self._fd = -1
-        _OPEN_LOCKS.discard(self)
+        self._close_fd()
 
 
 def election_lock(

@@ -5,10 +5,12 @@ Each one must end in a clear dtms error (or a safe step-down), and nothing alrea
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,28 +102,34 @@ def _hold_write_lock(path: str, held: Any, release: Any) -> None:
     conn.close()
 
 
-def test_a_lock_held_past_the_busy_timeout_is_store_busy_and_writes_nothing(tmp_path):
-    """Another process holds the write lock: StoreBusyError after the timeout, then the write works."""
-    path = str(tmp_path / "d.db")
-    dtms.open(path).close()
+@contextlib.contextmanager
+def _write_lock_held_elsewhere(path: str) -> Iterator[Any]:
+    """Another process holds the database's write lock inside the block; set the yielded event to let go."""
     held, release = CTX.Event(), CTX.Event()
     child = CTX.Process(target=_hold_write_lock, args=(path, held, release), daemon=True)
     child.start()
     try:
         assert held.wait(SPAWN_DEADLINE_S)
-        store = dtms.open(path, busy_timeout_s=0.3)
-        with pytest.raises(dtms.StoreBusyError):
-            store.register_trade(1, "EURUSD", "buy", 1.1, 0.1)
-        release.set()
-        child.join(SPAWN_DEADLINE_S)
-        assert store.count_trades() == 0
-        store.register_trade(1, "EURUSD", "buy", 1.1, 0.1)
-        assert store.count_trades() == 1
+        yield release
     finally:
         release.set()
         child.join(5)
         if child.is_alive():
             child.kill()
+
+
+def test_a_lock_held_past_the_busy_timeout_is_store_busy_and_writes_nothing(tmp_path):
+    """Another process holds the write lock: StoreBusyError after the timeout, then the write works."""
+    path = str(tmp_path / "d.db")
+    dtms.open(path).close()
+    store = dtms.open(path, busy_timeout_s=0.3)
+    with _write_lock_held_elsewhere(path) as release:
+        with pytest.raises(dtms.StoreBusyError):
+            store.register_trade(1, "EURUSD", "buy", 1.1, 0.1)
+        release.set()
+    assert store.count_trades() == 0
+    store.register_trade(1, "EURUSD", "buy", 1.1, 0.1)
+    assert store.count_trades() == 1
 
 
 def test_a_write_waiting_for_the_lock_lets_the_other_threads_run(tmp_path):
@@ -132,11 +140,7 @@ def test_a_write_waiting_for_the_lock_lets_the_other_threads_run(tmp_path):
 
     path = str(tmp_path / "d.db")
     dtms.open(path).close()
-    held, release = CTX.Event(), CTX.Event()
-    child = CTX.Process(target=_hold_write_lock, args=(path, held, release), daemon=True)
-    child.start()
-    try:
-        assert held.wait(SPAWN_DEADLINE_S)
+    with _write_lock_held_elsewhere(path):
         store = dtms.open(path, busy_timeout_s=1.0)
         outcome: list[BaseException] = []
 
@@ -154,11 +158,6 @@ def test_a_write_waiting_for_the_lock_lets_the_other_threads_run(tmp_path):
             beats += 1
         assert len(outcome) == 1 and isinstance(outcome[0], dtms.StoreBusyError)
         assert beats >= 30  # about 100 in the 1 s wait; 1 when the wait held the GIL
-    finally:
-        release.set()
-        child.join(5)
-        if child.is_alive():
-            child.kill()
 
 
 def test_a_leader_that_cannot_renew_steps_down_and_leads_again_later(tmp_path):

@@ -215,16 +215,22 @@ def test_processes_on_different_lock_kinds_never_fast_track_each_other(tmp_path,
 STONITH_TTL = {**SHORT_TTL, "stonith": True}
 
 
+def _leader_then_follower(c, settings):  # type: ignore[no-untyped-def]
+    """Node "a" leads (its started event is returned), then node "b" joins as a follower."""
+    c.spawn("a", settings)
+    c.wait("ready", SPAWN_DEADLINE_S, name="a")
+    leader = c.wait("started", CRASH_DEADLINE_S, name="a")
+    c.spawn("b", settings)
+    c.wait("ready", SPAWN_DEADLINE_S, name="b")
+    return leader
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="STONITH uses pidfd (Linux)")
 def test_stonith_kills_a_stopped_leader_after_taking_its_expired_lease(db):
     """With election.stonith, the follower that takes a stopped leader's expired lease kills that leader, so
     the OS lock frees and the new leader holds it again (normal state, not degraded)."""
     with cluster(db) as c:
-        c.spawn("a", STONITH_TTL)
-        c.wait("ready", SPAWN_DEADLINE_S, name="a")
-        old = c.wait("started", CRASH_DEADLINE_S, name="a")
-        c.spawn("b", STONITH_TTL)
-        c.wait("ready", SPAWN_DEADLINE_S, name="b")
+        old = _leader_then_follower(c, STONITH_TTL)
         c.kill("a", signal.SIGSTOP)
         new = c.wait("started", STONITH_TTL["lease_ttl_s"] + STONITH_TTL["check_interval_s"] + 5, name="b")
         assert new["epoch"] == old["epoch"] + 1
@@ -246,11 +252,7 @@ def test_leader_stopped_inside_a_write_transaction(tmp_path, stonith):
     db = _fresh_db(tmp_path)
     settings = {**SHORT_TTL, "stonith": stonith}
     with cluster(db) as c:
-        c.spawn("a", settings)
-        c.wait("ready", SPAWN_DEADLINE_S, name="a")
-        old = c.wait("started", CRASH_DEADLINE_S, name="a")
-        c.spawn("b", settings)
-        c.wait("ready", SPAWN_DEADLINE_S, name="b")
+        old = _leader_then_follower(c, settings)
         c.send("a", "hold_write")
         c.wait("holding_write", CRASH_DEADLINE_S, name="a")
         c.kill("a", signal.SIGSTOP)
