@@ -11,6 +11,10 @@ from pathlib import Path
 from typing import Final, Protocol
 
 _BOOT_ID_PATH: Final = Path("/proc/sys/kernel/random/boot_id")
+_STAT_PATH: Final = Path("/proc/stat")
+#: How far this process's `wall - boot` may differ from the kernel's boot time (`btime`, whole seconds) before its
+#: boot clock is not trusted as the host's: a time namespace whose /proc is not its own, or libfaketime.
+BOOT_CLOCK_TOLERANCE_MS: Final = 2_000
 
 
 class Clock(Protocol):
@@ -36,17 +40,46 @@ def _read_boot_id() -> str | None:
         return None
 
 
+def _kernel_boot_time_ms() -> int | None:
+    """The kernel's wall time of boot (`btime` in /proc/stat, whole seconds), or None where there is none."""
+    try:
+        for line in _STAT_PATH.read_text().splitlines():
+            if line.startswith("btime "):
+                return int(line.split()[1]) * 1000
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def clock_offset_ms(clock: Clock) -> int:
+    """`wall - boot` in milliseconds: equal (within a few ms) in every process that shares one view of time.
+
+    A lease row records its writer's offset; a reader whose offset differs has another view of time (a time
+    namespace, libfaketime) and must not compare boot-clock deadlines with it (spec/election.md §6).
+    """
+    return round(clock.utc_now().timestamp() * 1000) - clock.boot_ms()
+
+
 class SystemClock:
     """The real clocks.
 
     On Linux `boot_ms` is `CLOCK_BOOTTIME`: system-wide, counts through suspend, ignores wall-clock steps, so
     a deadline one process writes is valid in another (spec I7). Elsewhere `boot_ms` is this process's
-    monotonic clock and `boot_id` is `None`: lease logic then falls back to the observed-time rule.
+    monotonic clock and `boot_id` is `None`: lease logic then falls back to the observed-time rule. So it does
+    when this process's `wall - boot` disagrees with the kernel's boot time (libfaketime, a foreign /proc).
     """
 
     def __init__(self) -> None:
         self._boottime = getattr(time, "CLOCK_BOOTTIME", None) if sys.platform.startswith("linux") else None
         self._boot_id = _read_boot_id() if self._boottime is not None else None
+        if self._boot_id is not None and not self._boot_clock_is_the_kernels():
+            # This process's clocks disagree with the kernel's own boot time: its boot clock cannot be compared
+            # with other processes' deadlines, so it uses (and its rows demand) the observed-time rule.
+            self._boot_id = None
+
+    def _boot_clock_is_the_kernels(self) -> bool:
+        btime = _kernel_boot_time_ms()
+        return btime is None or abs(clock_offset_ms(self) - btime) <= BOOT_CLOCK_TOLERANCE_MS
 
     def utc_now(self) -> datetime:
         return datetime.now(UTC)
@@ -111,4 +144,4 @@ def process_start_time(pid: int | None = None) -> int | None:
     return int(fields[19])
 
 
-__all__ = ["Clock", "ManualClock", "SystemClock", "process_start_time"]
+__all__ = ["BOOT_CLOCK_TOLERANCE_MS", "Clock", "ManualClock", "SystemClock", "clock_offset_ms", "process_start_time"]

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from dtms.clock import Clock, process_start_time
+from dtms.clock import Clock, clock_offset_ms, process_start_time
 from dtms.config import ElectionConfig
 from dtms.errors import LeaseLostError, StoreBusyError, StoreError, UsedAfterForkError
 from dtms.lease import LeaseRow, Observation, TakeoverReason, may_take_over, observe
@@ -180,12 +180,20 @@ class Elector:
 
     @property
     def is_leader(self) -> bool:
-        """True while this process holds a valid, unfenced lease: cheap, and false the instant it lapses."""
-        return self._epoch is not None and not self._fenced and self.clock.boot_ms() < self._valid_until_ms
+        """True while this process holds a valid, unfenced lease: cheap, and false the instant it lapses.
+
+        Always false in a child forked from a leader (I8): the child holds neither the lock nor the loop.
+        """
+        return (
+            self._epoch is not None
+            and not self._fenced
+            and not self._forked
+            and self.clock.boot_ms() < self._valid_until_ms
+        )
 
     def remaining_ms(self) -> int:
         """Boot-clock milliseconds left on this leader's lease (negative or 0 when not leading)."""
-        if self._epoch is None or self._fenced:
+        if self._epoch is None or self._fenced or self._forked:
             return 0
         return self._valid_until_ms - self.clock.boot_ms()
 
@@ -322,6 +330,7 @@ class Elector:
             lock_inode=self._lock.inode if self._lock.is_held else None,
             holder_alive=alive,
             observation=self._observation,
+            clock_offset_ms=clock_offset_ms(self.clock),
         )
 
     def _attempt(self) -> None:

@@ -35,6 +35,7 @@ class LeaseRow:
     released: bool
     lock_held: bool
     lock_inode: str | None
+    clock_offset_ms: int | None = None  # the writer's wall - boot (dtms.clock.clock_offset_ms); None: unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,17 +60,41 @@ def observe(row: LeaseRow | None, previous: Observation | None, now_ms: int) -> 
     return Observation(row.epoch, row.renewals, now_ms)
 
 
+#: Two processes sharing one view of time read `wall - boot` within a few ms of each other; past this they do not
+#: share the boot clock (one is in another time namespace, or under libfaketime).
+OFFSET_TOLERANCE_MS: Final = 250
+
+
+def shares_boot_clock(row: LeaseRow, *, boot_id: str | None, clock_offset_ms: int | None) -> bool:
+    """Whether the row's boot-clock deadline may be compared with this process's boot clock.
+
+    Only when both name the same boot and both recorded the same `wall - boot` offset: a peer in another time
+    namespace has the same boot id but an offset boot clock; one that sees another boot id may be in another
+    mount namespace, not on another boot. Anything else uses the observed-time rule (spec/election.md §6).
+    """
+    if boot_id is None or row.boot_id is None or row.boot_id != boot_id:
+        return False
+    if clock_offset_ms is None or row.clock_offset_ms is None:
+        return False
+    return abs(row.clock_offset_ms - clock_offset_ms) <= OFFSET_TOLERANCE_MS
+
+
 def is_expired(
-    row: LeaseRow, *, now_boot_ms: int, boot_id: str | None, observation: Observation | None
+    row: LeaseRow,
+    *,
+    now_boot_ms: int,
+    boot_id: str | None,
+    observation: Observation | None,
+    clock_offset_ms: int | None = None,
 ) -> bool:
     """True when the holder's lease has run out on a clock that wall-clock steps cannot move (I7).
 
-    Same boot: compare the shared boot clock with the stored deadline. Another boot: the host rebooted since
-    the row was written, so its holder is gone. No boot clock on this platform: the observed-time rule.
+    A shared boot clock (`shares_boot_clock`): compare it with the stored deadline. Otherwise (another boot id,
+    another view of time, no boot clock on this platform) the observed-time rule: the row must have stayed
+    unrenewed for a whole TTL on this process's own clock. A foreign clock can thus neither expire a live
+    lease at once nor keep a dead one alive.
     """
-    if boot_id is not None and row.boot_id is not None:
-        if row.boot_id != boot_id:
-            return True
+    if shares_boot_clock(row, boot_id=boot_id, clock_offset_ms=clock_offset_ms):
         return row.expires_boot_ms is None or now_boot_ms >= row.expires_boot_ms
     if observation is None or (observation.epoch, observation.renewals) != (row.epoch, row.renewals):
         return False
@@ -84,6 +109,7 @@ def may_take_over(
     lock_inode: str | None,
     holder_alive: bool | None,
     observation: Observation | None = None,
+    clock_offset_ms: int | None = None,
 ) -> TakeoverReason | None:
     """Whether a candidate may take the lease now, and why (spec/election.md section 6).
 
@@ -92,6 +118,7 @@ def may_take_over(
         lock_inode: 'dev:ino' of the lock file whose OS lock the candidate holds; None if it holds none.
         holder_alive: whether the row's holder process still runs (pid + start time on this host);
             None when that cannot be known (another host or boot, or no /proc).
+        clock_offset_ms: this process's `wall - boot` (see `shares_boot_clock`); None: never compare clocks.
     """
     if row is None or row.holder_name is None:
         return "first"
@@ -106,7 +133,9 @@ def may_take_over(
     # owner is next in line. Its death is proven from /proc rather than waiting for the TTL.
     if lock_inode is not None and not row.lock_held and holder_alive is False:
         return "holder_dead"
-    if is_expired(row, now_boot_ms=now_boot_ms, boot_id=boot_id, observation=observation):
+    if is_expired(
+        row, now_boot_ms=now_boot_ms, boot_id=boot_id, observation=observation, clock_offset_ms=clock_offset_ms
+    ):
         return "expired"
     return None
 
@@ -120,11 +149,13 @@ def valid_until_ms(row: LeaseRow, token: str) -> int | None:
 
 __all__ = [
     "ENGINE_LEASE",
+    "OFFSET_TOLERANCE_MS",
     "LeaseRow",
     "Observation",
     "TakeoverReason",
     "is_expired",
     "may_take_over",
     "observe",
+    "shares_boot_clock",
     "valid_until_ms",
 ]

@@ -175,18 +175,47 @@ def test_wall_clock_steps_neither_expire_a_live_lease_nor_extend_a_dead_one(tmp_
         a.stop()
 
 
-def test_a_different_boot_id_marks_the_lease_stale_at_once(tmp_path):
-    """A lease written in another boot is taken over without waiting for its TTL (I7)."""
-    path = tmp_path / "d.db"
-    old = ManualClock(boot_id="old-boot")
+def _ghost_lease(path, *, boot_id: str, lock_inode: str | None) -> None:
+    """A lease written by a process of boot `boot_id` that is not running here."""
+    old = ManualClock(boot_id=boot_id)
     store = dtms.open(path, clock=old)
-    holder = dtms.models.Holder(name="ghost", host="h", pid=1, proc_start=None, boot_id="old-boot", token="g")
-    store.take_over(holder, ttl_ms=60_000, now_boot_ms=old.boot_ms(), lock_inode=None, decide=lambda r: "first")
+    holder = dtms.models.Holder(name="ghost", host="h", pid=1, proc_start=None, boot_id=boot_id, token="g")
+    store.take_over(holder, ttl_ms=60_000, now_boot_ms=old.boot_ms(), lock_inode=lock_inode, decide=lambda r: "first")
+    store.close()
+
+
+def test_a_lease_of_an_earlier_boot_whose_lock_is_free_is_taken_over_at_once(tmp_path):
+    """After a reboot the kernel dropped the holder's OS lock: the lock file it recorded is ours now, so the
+    lease is taken over without waiting for its TTL (I7), whatever the two boot clocks say."""
+    path = tmp_path / "d.db"
+    with dtms.open(path):
+        pass
+    clock = ManualClock(boot_id="new-boot")
+    rec = Recorder()
+    b = _elector(path, "b", clock, rec)
+    _ghost_lease(path, boot_id="old-boot", lock_inode=b._lock.inode)  # the lock file the ghost held
+    try:
+        b.start()
+        assert b.wait_until_leader(DEADLINE_S)
+        assert b.store.lease_history()[-1]["reason"] == "holder_dead"
+    finally:
+        b.stop()
+
+
+def test_a_lease_seen_from_another_boot_id_expires_only_after_a_ttl_observed_here(tmp_path):
+    """Another boot id need not mean another boot (a mount namespace shows its own): without lock evidence the
+    lease is only taken over once it stayed unrenewed for a whole TTL on this process's clock (I1, I7)."""
+    path = tmp_path / "d.db"
+    _ghost_lease(path, boot_id="old-boot", lock_inode=None)
     clock = ManualClock(boot_id="new-boot")
     rec = Recorder()
     b = _elector(path, "b", clock, rec)
     try:
         b.start()
+        assert not b.wait_until_leader(1.0)  # a whole second of real checks: no takeover yet
+        clock.advance(59.0)
+        assert not b.wait_until_leader(0.5)
+        clock.advance(1.5)  # 60.5 s unrenewed since b first saw it (ttl 60 s)
         assert b.wait_until_leader(DEADLINE_S)
         assert b.store.lease_history()[-1]["reason"] == "expired"
     finally:

@@ -7,9 +7,18 @@ import dataclasses
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dtms.lease import LeaseRow, Observation, is_expired, may_take_over, observe
+from dtms.lease import (
+    OFFSET_TOLERANCE_MS,
+    LeaseRow,
+    Observation,
+    is_expired,
+    may_take_over,
+    observe,
+    shares_boot_clock,
+)
 
 BOOT = "boot-a"
+OFFSET = 1_796_571_863_119  # wall ms - boot ms of every process sharing the host's view of time
 
 
 def row(**over: object) -> LeaseRow:
@@ -17,13 +26,14 @@ def row(**over: object) -> LeaseRow:
         name="engine", epoch=3, holder_name="bot", host="h", pid=42, proc_start=7, boot_id=BOOT, token="t",
         acquired_at=None, renewed_at=None, expires_at=None, expires_boot_ms=10_000, renewals=5,
         lease_ttl_ms=10_000, loop_beat_boot_ms=None, loop_beat_at=None, transitions=2, released=False,
-        lock_held=True, lock_inode="1:99",
+        lock_held=True, lock_inode="1:99", clock_offset_ms=OFFSET,
     )
     return dataclasses.replace(base, **over)
 
 
 def rule(r: LeaseRow | None, now: int = 5_000, **kw: object) -> str | None:
-    args: dict[str, object] = {"now_boot_ms": now, "boot_id": BOOT, "lock_inode": None, "holder_alive": None}
+    args: dict[str, object] = {"now_boot_ms": now, "boot_id": BOOT, "lock_inode": None, "holder_alive": None,
+                               "clock_offset_ms": OFFSET}  # fmt: skip
     args.update(kw)
     return may_take_over(r, **args)  # type: ignore[arg-type]
 
@@ -64,9 +74,44 @@ def test_expiry_is_decided_on_the_boot_clock_exactly_at_the_deadline():
     assert rule(row(), now=10_000) == "expired"
 
 
-def test_another_boot_makes_the_lease_stale_at_once():
-    """A different boot id means the host rebooted: the holder is gone (I7)."""
-    assert rule(row(), now=0, boot_id="boot-b") == "expired"
+def test_another_boot_id_is_judged_by_the_observed_time_rule_not_at_once():
+    """A different boot id may be a reboot, or a process seeing another /proc (a mount namespace): neither side's
+    boot clock means anything to the other, so the row must be seen unrenewed for a whole TTL (issue 11)."""
+    assert rule(row(), now=0, boot_id="boot-b") is None
+    assert rule(row(), now=10**9, boot_id="boot-b") is None  # no observation yet: never at once
+    seen = observe(row(), None, 2_000)
+    assert rule(row(), now=11_999, boot_id="boot-b", observation=seen) is None
+    assert rule(row(), now=12_000, boot_id="boot-b", observation=seen) == "expired"
+
+
+def test_a_foreign_view_of_time_never_compares_boot_clocks():
+    """A process in another time namespace (same boot id, boot clock offset) or under libfaketime (wall offset)
+    records another `wall - boot`: its deadlines and ours are not comparable either way."""
+    assert shares_boot_clock(row(), boot_id=BOOT, clock_offset_ms=OFFSET + OFFSET_TOLERANCE_MS)
+    assert not shares_boot_clock(row(), boot_id=BOOT, clock_offset_ms=OFFSET + OFFSET_TOLERANCE_MS + 1)
+    assert not shares_boot_clock(row(clock_offset_ms=None), boot_id=BOOT, clock_offset_ms=OFFSET)
+    assert not shares_boot_clock(row(), boot_id=BOOT, clock_offset_ms=None)
+    # A follower whose boot clock runs 100 000 s ahead sees a live leader's deadline long past: not expired.
+    ahead = 100_000_000
+    assert rule(row(), now=5_000 + ahead, clock_offset_ms=OFFSET - ahead) is None
+    # A leader whose boot clock runs ahead writes a deadline far in our future: it still expires, by observation.
+    far = row(expires_boot_ms=10_000 + ahead, clock_offset_ms=OFFSET - ahead)
+    seen = observe(far, None, 5_000)
+    assert rule(far, now=14_999, observation=seen) is None
+    assert rule(far, now=15_000, observation=seen) == "expired"
+
+
+@given(
+    skew=st.integers(min_value=-(10**12), max_value=10**12).filter(lambda d: abs(d) > OFFSET_TOLERANCE_MS),
+    now=st.integers(min_value=-(10**12), max_value=10**12),
+    seen_at=st.integers(min_value=-(10**12), max_value=10**12),
+)
+def test_with_another_view_of_time_only_observation_expires_a_lease(skew: int, now: int, seen_at: int) -> None:
+    """Whatever the skew and readings: with views of time that differ, the verdict is the observed-time one."""
+    r = row()
+    seen = observe(r, None, seen_at)
+    verdict = rule(r, now=now, clock_offset_ms=OFFSET + skew, observation=seen)
+    assert (verdict == "expired") == (now - seen_at >= r.lease_ttl_ms)
 
 
 @given(step=st.integers(min_value=-10**12, max_value=10**12), now=st.integers(min_value=0, max_value=20_000))

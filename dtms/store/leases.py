@@ -8,20 +8,27 @@ from typing import Any, Final
 
 import apsw
 
-from dtms.lease import ENGINE_LEASE, LeaseRow, TakeoverReason, is_expired
+from dtms.lease import ENGINE_LEASE, LeaseRow, TakeoverReason, shares_boot_clock
 from dtms.models import Holder, LeaseInfo, LeaseState
 from dtms.store.db import StoreCore, from_iso, iso
 
 _LEASE_COLUMNS: Final = (
     "name, epoch, holder_name, host, pid, proc_start, boot_id, token, acquired_at, renewed_at, expires_at, "
     "expires_boot_ms, renewals, lease_ttl_ms, loop_beat_boot_ms, loop_beat_at, transitions, released, lock_held, "
-    "lock_inode"
+    "lock_inode, clock_offset_ms"
 )
 
 
 def _row(values: tuple[Any, ...]) -> LeaseRow:
-    *head, released, lock_held, lock_inode = values
-    return LeaseRow(*head, released=bool(released), lock_held=bool(lock_held), lock_inode=lock_inode)
+    *head, released, lock_held, lock_inode, offset = values
+    return LeaseRow(
+        *head, released=bool(released), lock_held=bool(lock_held), lock_inode=lock_inode, clock_offset_ms=offset
+    )
+
+
+def _offset_ms(wall: datetime, boot_ms: int) -> int:
+    """The writer's `wall - boot` at one instant (dtms.clock.clock_offset_ms), stored with its deadline."""
+    return round(wall.timestamp() * 1000) - boot_ms
 
 
 def _select(conn: apsw.Connection, name: str) -> LeaseRow | None:
@@ -53,8 +60,10 @@ class LeasesMixin(StoreCore):
         decision and the write; the UPDATE is also guarded by the epoch it read (compare-and-set).
         Returns (new epoch, reason), or None when `decide` said no.
         """
-        wall = iso(self.clock.utc_now())
-        expires_wall = iso(self.clock.utc_now() + timedelta(milliseconds=ttl_ms))
+        now = self.clock.utc_now()
+        wall = iso(now)
+        expires_wall = iso(now + timedelta(milliseconds=ttl_ms))
+        offset = _offset_ms(now, now_boot_ms)
         with self._relaxed_sync(), self._write() as conn:
             row = _select(conn, name)
             reason = decide(row)
@@ -63,15 +72,15 @@ class LeasesMixin(StoreCore):
             values = (
                 holder.name, holder.host, holder.pid, holder.proc_start, holder.boot_id, holder.token,
                 wall, wall, expires_wall, now_boot_ms + ttl_ms, ttl_ms, now_boot_ms, wall,
-                int(lock_inode is not None), lock_inode,
+                int(lock_inode is not None), lock_inode, offset,
             )
             if row is None:
                 epoch = 1
                 conn.execute(
                     "INSERT INTO lease (name, epoch, holder_name, host, pid, proc_start, boot_id, token, "
                     "acquired_at, renewed_at, expires_at, expires_boot_ms, lease_ttl_ms, loop_beat_boot_ms, "
-                    "loop_beat_at, lock_held, lock_inode, renewals, transitions, released) "
-                    "VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 1, 0)",
+                    "loop_beat_at, lock_held, lock_inode, clock_offset_ms, renewals, transitions, released) "
+                    "VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 1, 0)",
                     (name, *values),
                 )
             else:
@@ -80,17 +89,19 @@ class LeasesMixin(StoreCore):
                     "UPDATE lease SET epoch = epoch + 1, holder_name = ?, host = ?, pid = ?, proc_start = ?, "
                     "boot_id = ?, token = ?, acquired_at = ?, renewed_at = ?, expires_at = ?, "
                     "expires_boot_ms = ?, lease_ttl_ms = ?, loop_beat_boot_ms = ?, loop_beat_at = ?, "
-                    "lock_held = ?, lock_inode = ?, renewals = 0, transitions = transitions + 1, released = 0 "
+                    "lock_held = ?, lock_inode = ?, clock_offset_ms = ?, renewals = 0, transitions = transitions + 1, "
+                    "released = 0 "
                     "WHERE name = ? AND epoch = ?",
                     (*values, name, row.epoch),
                 )
                 if conn.changes() != 1:  # cannot happen under BEGIN IMMEDIATE; never trust that silently
                     raise RuntimeError("lease compare-and-set lost inside an IMMEDIATE transaction")
             conn.execute(
-                "INSERT INTO lease_history (name, epoch, holder_name, host, pid, token, acquired_at, reason) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (name, epoch, holder.name, holder.host, holder.pid, holder.token, wall, reason),
-            )
+                "INSERT INTO lease_history (name, epoch, holder_name, host, pid, proc_start, boot_id, token, "
+                "acquired_at, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (name, epoch, holder.name, holder.host, holder.pid, holder.proc_start, holder.boot_id, holder.token,
+                 wall, reason),
+            )  # fmt: skip
         return epoch, reason
 
     def renew_lease(
@@ -117,10 +128,11 @@ class LeasesMixin(StoreCore):
                 "UPDATE lease SET renewed_at = ?, expires_at = ?, expires_boot_ms = ?, lease_ttl_ms = ?, "
                 "renewals = renewals + 1, loop_beat_boot_ms = coalesce(?, loop_beat_boot_ms), "
                 "loop_beat_at = coalesce(?, loop_beat_at), lock_held = CASE WHEN ? IS NULL THEN lock_held ELSE 1 END, "
-                "lock_inode = coalesce(?, lock_inode) WHERE name = ?",
+                "lock_inode = coalesce(?, lock_inode), clock_offset_ms = ? WHERE name = ?",
                 (
                     iso(now), iso(now + timedelta(milliseconds=ttl_ms)), expires_boot_ms, ttl_ms,
-                    loop_beat_boot_ms, beat_at, lock_inode, lock_inode, name,
+                    loop_beat_boot_ms, beat_at, lock_inode, lock_inode, _offset_ms(now, expires_boot_ms - ttl_ms),
+                    name,
                 ),
             )
 
@@ -153,15 +165,13 @@ class LeasesMixin(StoreCore):
             return None
         now = self.clock.utc_now()
         now_boot = self.clock.boot_ms()
-        boot_id = self.clock.boot_id()
-        same_boot = boot_id is not None and row.boot_id == boot_id
+        same_boot = shares_boot_clock(row, boot_id=self.clock.boot_id(), clock_offset_ms=_offset_ms(now, now_boot))
         expires_at = from_iso(row.expires_at)
         if row.released:
             state = LeaseState.RELEASED
-        elif same_boot or row.boot_id != boot_id:
-            expired = is_expired(row, now_boot_ms=now_boot, boot_id=boot_id, observation=None)
-            state = LeaseState.EXPIRED if expired else LeaseState.HELD
-        else:  # no shared boot clock: the display falls back to wall time
+        elif same_boot:
+            state = LeaseState.EXPIRED if now_boot >= (row.expires_boot_ms or 0) else LeaseState.HELD
+        else:  # no shared boot clock: the display falls back to wall time (the election does not)
             state = LeaseState.EXPIRED if expires_at is not None and now >= expires_at else LeaseState.HELD
         holder = None
         if row.holder_name is not None:

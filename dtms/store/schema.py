@@ -130,8 +130,19 @@ CREATE TABLE settings (
 );
 """
 
+# Version 2: whether a reader may compare the holder's boot-clock deadline with its own (its writer's view of
+# time), and, per epoch, the holder's identity and the proof that it can no longer send (kill-before-resend).
+_V2: Final = """
+ALTER TABLE lease ADD COLUMN clock_offset_ms INTEGER;     -- the writer's wall ms - boot ms (its view of time)
+ALTER TABLE lease_history ADD COLUMN proc_start INTEGER;
+ALTER TABLE lease_history ADD COLUMN boot_id TEXT;
+ALTER TABLE lease_history ADD COLUMN stopped_at TEXT;     -- when it was proven this epoch can send no more
+ALTER TABLE lease_history ADD COLUMN stopped_how TEXT
+    CHECK (stopped_how IS NULL OR stopped_how IN ('exited','killed','quiesced','operator'));
+"""
+
 #: MIGRATIONS[i] takes a database from user_version i to i + 1.
-MIGRATIONS: Final[tuple[str, ...]] = (_V1,)
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2)
 
 #: The schema version this code writes and reads.
 SCHEMA_VERSION: Final = len(MIGRATIONS)
