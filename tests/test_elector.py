@@ -290,3 +290,25 @@ def test_a_leader_that_won_without_the_lock_records_it_as_soon_as_its_waiter_tak
         release.set()
         node.close()
         child.join(5)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="os.fork semantics tested on Linux")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # forking a process with threads, on purpose
+def test_a_child_forked_from_a_leader_is_no_leader_at_once(tmp_path):
+    """I8: `if node.is_leader:` in a forked worker must be false the instant it runs, not a TTL later."""
+    node = dtms.Node(tmp_path / "d.db", name="parent", election=ElectionConfig(**FAST))
+    try:
+        node.start()
+        assert node.wait_until_leader(DEADLINE_S)
+        pid = os.fork()
+        if pid == 0:  # the child: report through the exit code, never return into pytest
+            code = 1
+            try:
+                code = 0 if (not node.is_leader and node.epoch is None) else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "child: 2 = it believed it leads, 1 = it raised"
+        assert node.is_leader  # the parent still leads
+    finally:
+        node.stop()
