@@ -9,7 +9,9 @@ DtmsError(Exception)                                  `except dtms.DtmsError` ca
 │   ├── StoreBusyError(StoreError, TimeoutError)      busy timeout elapsed (from apsw.BusyError)
 │   ├── SchemaVersionError(StoreError)                database newer than this code
 │   ├── StoreNotFoundError(StoreError, FileNotFoundError)  read-only open of a missing database
-│   └── UsedAfterForkError(StoreError, RuntimeError)  a Store or Node touched in a forked child
+│   ├── UsedAfterForkError(StoreError, RuntimeError)  a Store or Node touched in a forked child
+│   ├── StoreFilesChangedError(StoreError)            the -wal/-shm files at the path are not the connection's
+│   └── NotADtmsDatabaseError(StoreError)             a read-only open of a file that is not a dtms database
 ├── LeaseError(DtmsError)
 │   ├── NotLeaderError(LeaseError)                    leader-only call on a follower
 │   └── LeaseLostError(LeaseError)                    the epoch moved on: stop writing, send nothing
@@ -19,7 +21,8 @@ DtmsError(Exception)                                  `except dtms.DtmsError` ca
 │   └── InvalidTransitionError(TradeError, ValueError)
 ├── BrokerError(DtmsError)
 │   └── BrokerUnavailableError(BrokerError, ConnectionError)   terminal missing, login failed, algo trading off
-└── DataError(DtmsError, ValueError)                  unreadable or inconsistent bars file
+├── DataError(DtmsError, ValueError)                  unreadable or inconsistent bars file
+└── LockFileError(DtmsError, OSError)                 the election lock file cannot be used (e.g. a symlink)
 ```
 
 Expected broker results are values (`dtms.broker.Outcome`), not exceptions. pydantic's `ValidationError`
@@ -113,6 +116,24 @@ class DataError(DtmsError, ValueError):
     """An unreadable or inconsistent bars file."""
 
 
+class StoreFilesChangedError(StoreError):
+    """The database's `-wal` or `-shm` file at the path is no longer the one this connection uses.
+
+    Someone deleted or replaced them while this process had the database open (another SQLite library in
+    the same process closing its connection does exactly that). The write in progress was rolled back, or,
+    when the change is seen just after COMMIT, may be lost; the Store reopens its connection on the next
+    call. A leader must step down (issue 11, point 3).
+    """
+
+
+class NotADtmsDatabaseError(StoreError):
+    """A read-only open found a file that is not a dtms database (another application's, or empty)."""
+
+
+class LockFileError(DtmsError, OSError):
+    """The election lock file (`<db>.lock`) cannot be opened safely, e.g. because it is a symlink."""
+
+
 __all__ = [
     "BrokerError",
     "BrokerUnavailableError",
@@ -124,10 +145,13 @@ __all__ = [
     "InvalidTransitionError",
     "LeaseError",
     "LeaseLostError",
+    "LockFileError",
+    "NotADtmsDatabaseError",
     "NotLeaderError",
     "SchemaVersionError",
     "StoreBusyError",
     "StoreError",
+    "StoreFilesChangedError",
     "StoreNotFoundError",
     "TradeConflictError",
     "TradeError",

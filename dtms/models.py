@@ -73,7 +73,14 @@ class ActionStatus(StrEnum):
 
 
 PositiveId = Annotated[StrictInt, Field(gt=0, le=MAX_INT64)]
-Price = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+#: NOTE: the largest price or volume a registration may carry. No instrument a MetaTrader 5 broker lists is
+#: quoted near 1e9 (BTCUSD ~1e5, USDIDR ~2e4, indices ~1e5) and no symbol's SYMBOL_VOLUME_MAX comes near 1e6
+#: lots (typically 100-10 000); a value beyond these is a caller bug, and 1e308 overflows every R and P/L
+#: computation to inf (issue 11, point 5).
+MAX_PRICE: Final = 1e9
+MAX_VOLUME: Final = 1e6
+Price = Annotated[float, Field(gt=0, le=MAX_PRICE, allow_inf_nan=False)]
+Volume = Annotated[float, Field(gt=0, le=MAX_VOLUME, allow_inf_nan=False)]
 
 
 def _finite_number(value: Any) -> Any:
@@ -98,7 +105,7 @@ class TradeRequest(BaseModel):
     symbol: str
     direction: Direction
     entry_price: Price
-    volume: Price
+    volume: Volume
     sl: Price | None = None
     tp: Price | None = None
     owner: str = "dtms"

@@ -21,6 +21,7 @@ import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal
 
+from dtms.errors import LockFileError
 from dtms.store.db import FILE_MODE
 
 if TYPE_CHECKING:
@@ -51,7 +52,10 @@ def _open_lock_file(path: Path) -> int:
         return os.open(path, flags, FILE_MODE)
     except OSError as exc:
         if path.is_symlink():
-            raise OSError(f"{path} is a symlink: refusing to lock through it") from exc
+            # A DtmsError (issue 11, point 5) that is still the OSError callers caught before.
+            raise LockFileError(
+                exc.errno, f"the election lock file {path} is a symlink: refusing to lock through it", str(path)
+            ) from exc
         raise
 
 

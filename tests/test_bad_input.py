@@ -567,3 +567,127 @@ def test_cli_with_an_impossible_db_path_exits_1_without_a_traceback(in_tmp: Path
         cli, ["--db", db, "register", "1", "EURUSD", "BUY", "1.1", "0.1"], catch_exceptions=False
     )
     assert result.exit_code == 1
+
+
+# -- issue 11, point 5: bad config files, a symlinked lock file, --sim directories, absurd volumes -----------
+
+BAD_CONFIGS = {
+    "invalid-toml": b"[broker\nserver_time = 0\n",
+    "not-utf8": b"[broker]\nserver_time = 0\nname = '\xff\xfe'\n",
+    "binary": bytes(range(256)),
+}
+
+
+@pytest.mark.parametrize("via", ["option", "env"])
+@pytest.mark.parametrize("content", BAD_CONFIGS.values(), ids=BAD_CONFIGS.keys())
+def test_run_with_a_broken_config_file_exits_2_with_a_message(tmp_path: Path, via: str, content: bytes) -> None:
+    """`dtms run --config broken.toml` or DTMS_CONFIG=broken.toml: exit 2 naming the file; nothing created."""
+    bad = tmp_path / "broken.toml"
+    bad.write_bytes(content)
+    args = ["--db", str(tmp_path / "dtms.db"), "run", "--broker", "sim", "--sim", str(tmp_path / "sim" / "t.db")]
+    env = {"DTMS_CONFIG": str(bad)} if via == "env" else {}
+    result = CliRunner().invoke(cli, [*args, *(["--config", str(bad)] if via == "option" else [])], env=env)
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert str(bad) in result.output and "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.toml"]
+
+
+def test_config_show_with_a_broken_config_file_exits_2(tmp_path: Path) -> None:
+    """`dtms config show` reads the file the same way."""
+    bad = tmp_path / "broken.toml"
+    bad.write_bytes(BAD_CONFIGS["not-utf8"])
+    result = CliRunner().invoke(cli, ["config", "show", "--config", str(bad)])
+    assert result.exit_code == 2 and "not UTF-8" in result.output, result.output
+
+
+def test_run_with_a_broken_config_file_in_a_real_process_prints_no_traceback(tmp_path: Path) -> None:
+    """The installed entry point: one line on stderr, exit 2."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "broken.toml"
+    bad.write_bytes(BAD_CONFIGS["invalid-toml"])
+    out = subprocess.run(
+        [sys.executable, "-m", "dtms", "--db", str(tmp_path / "dtms.db"), "run", "--broker", "sim",
+         "--sim", str(tmp_path / "t.db")],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "DTMS_CONFIG": str(bad)}, check=False,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert "not valid TOML" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_node_with_a_symlinked_lock_file_raises_a_dtms_error_naming_it(tmp_path: Path) -> None:
+    """`<db>.lock` planted as a symlink: a DtmsError (still an OSError) naming the path, not a bare OSError."""
+    db = tmp_path / "dtms.db"
+    dtms.open(db).close()
+    target = tmp_path / "victim"
+    lock = tmp_path / "dtms.db.lock"
+    lock.symlink_to(target)
+    with pytest.raises(dtms.DtmsError, match="symlink") as info:
+        dtms.Node(db)
+    assert isinstance(info.value, OSError)
+    assert str(lock) in str(info.value)
+    assert not target.exists()
+
+
+def test_run_creates_missing_sim_directories_owner_only(tmp_path: Path) -> None:
+    """`dtms run --sim new/dir/x.db` under umask 022: new and new/dir are 0o700, like the store's directories."""
+    import signal
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "dtms.toml"
+    cfg.write_text("[broker]\nserver_time = 0\n")
+    old = os.umask(0o022)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dtms", "--db", str(tmp_path / "db" / "dtms.db"), "run", "--broker", "sim",
+             "--sim", str(tmp_path / "new" / "dir" / "x.db"), "--config", str(cfg)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+    finally:
+        os.umask(old)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "joined the election" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    for directory in (tmp_path / "new", tmp_path / "new" / "dir"):
+        assert directory.stat().st_mode & 0o777 == 0o700, directory
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("volume", 1e308), ("volume", 1e6 * 1.0001), ("entry_price", 1e308), ("entry_price", 2e9), ("sl", 1e300)],
+)
+def test_register_trade_refuses_volumes_and_prices_no_broker_could_hold(
+    store: dtms.Store, field: str, value: float
+) -> None:
+    """Volume at most 1e6 lots, prices at most 1e9: a ValidationError naming the field, nothing written."""
+    args: dict[str, Any] = {"ticket": 1, "symbol": "EURUSD", "direction": "sell", "entry_price": 1.1, "volume": 0.1}
+    args[field] = value
+    with pytest.raises(pydantic.ValidationError, match=field):
+        store.register_trade(**args)
+    assert store.count_trades() == 0
+
+
+def test_register_trade_accepts_the_largest_bounded_values(store: dtms.Store) -> None:
+    """The bounds themselves are accepted (a BTC-sized price, a huge but possible volume)."""
+    trade = store.register_trade(1, "BTCUSD", "buy", 1e9 - 1, 1e6, sl=1.0)
+    assert (trade.volume, trade.entry_price) == (1e6, 1e9 - 1)
+
+
+def test_cli_register_with_an_absurd_volume_exits_2(tmp_path: Path) -> None:
+    """`dtms register ... 1e308`: exit 2 naming volume."""
+    result = CliRunner().invoke(
+        cli, ["--db", str(tmp_path / "dtms.db"), "register", "1", "EURUSD", "BUY", "1.1", "1e308"]
+    )
+    assert result.exit_code == 2 and "volume" in result.output, result.output

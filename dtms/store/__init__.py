@@ -102,16 +102,28 @@ def open(  # noqa: A001  # dtms.open mirrors the builtin on purpose: it is the l
     busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
     clock: Clock | None = None,
     allow_network_fs: bool = False,
+    readonly: bool = False,
 ) -> Store:
     """Open (creating it, owner-only, unless `create=False`) the dtms database at `path`.
 
+    `readonly=True` opens an existing dtms database for reading only (what `dtms` read commands use): it never
+    creates, migrates or switches the journal mode of a file, refuses a file that is not a dtms database
+    (leaving it byte for byte unchanged), and also works on a read-only file system. Writes on it raise
+    `StoreError`.
+
     Raises:
-        StoreNotFoundError: `create=False` and there is no database at `path`.
-        SchemaVersionError: the database was written by a newer dtms.
+        StoreNotFoundError: `create=False` or `readonly=True`, and there is no database at `path`.
+        NotADtmsDatabaseError: `readonly=True` and the file is empty, not SQLite, or has no dtms tables.
+        SchemaVersionError: the database was written by a newer dtms (or, read-only, an older one).
         StoreError: the file is not a database, is on a network file system, or cannot be opened.
     """
     return Store(
-        path, create=create, busy_timeout_s=busy_timeout_s, clock=clock, allow_network_fs=allow_network_fs
+        path,
+        create=create,
+        busy_timeout_s=busy_timeout_s,
+        clock=clock,
+        allow_network_fs=allow_network_fs,
+        readonly=readonly,
     )
 
 

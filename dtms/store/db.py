@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -19,9 +20,11 @@ from dtms.clock import Clock, SystemClock
 from dtms.errors import (
     InvalidArgumentError,
     LeaseLostError,
+    NotADtmsDatabaseError,
     SchemaVersionError,
     StoreBusyError,
     StoreError,
+    StoreFilesChangedError,
     StoreNotFoundError,
     UsedAfterForkError,
 )
@@ -42,6 +45,32 @@ DIR_MODE: Final = 0o700
 NETWORK_FILESYSTEMS: Final = frozenset(
     {"nfs", "nfs4", "cifs", "smb", "smb2", "smb3", "smbfs", "afs", "9p", "fuse.sshfs", "ceph", "glusterfs"}
 )
+
+#: The first bytes of every SQLite database file, and where its header keeps the file format versions
+#: (2 and 2 once in WAL mode, which every dtms database is) (sqlite.org/fileformat.html, section 1.3).
+SQLITE_MAGIC: Final = b"SQLite format 3\x00"
+_HEADER_SIZE: Final = 100
+_WAL_FORMAT: Final = (2, 2)
+#: The tables without which a file is not a dtms database.
+DTMS_TABLES: Final = frozenset({"trades", "lease"})
+#: Statements `Store.query` may contain: reading tables and calling functions, nothing else (the SQLite
+#: authorizer's action codes; everything else, PRAGMA included, is denied).
+_QUERY_ACTIONS: Final = frozenset(
+    {apsw.SQLITE_SELECT, apsw.SQLITE_READ, apsw.SQLITE_FUNCTION, apsw.SQLITE_RECURSIVE}
+)
+#: What a bad statement given to `Store.query` raises (turned into InvalidArgumentError).
+_QUERY_ERRORS: Final = (
+    apsw.AuthError, apsw.SQLError, apsw.BindingsError, apsw.RangeError, apsw.MismatchError,
+)  # fmt: skip
+#: Pragmas that only report, whatever their argument; `Store.query` allows them (e.g. table_info(trades)).
+_QUERY_PRAGMAS: Final = frozenset(
+    {"table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo", "foreign_key_list",
+     "user_version", "schema_version", "data_version", "page_count", "page_size", "freelist_count",
+     "journal_mode", "quick_check", "integrity_check", "foreign_key_check", "database_list",
+     "compile_options", "function_list", "pragma_list", "collation_list", "module_list"}
+)  # fmt: skip
+#: Of those, the ones that set something when given a value (PRAGMA user_version = 5): only without one.
+_QUERY_PRAGMAS_NO_VALUE: Final = frozenset({"user_version", "schema_version", "page_size", "journal_mode"})
 
 # Connections inherited by a forked child are parked here so that they are never used, finalized or closed
 # there (apsw: a connection must never be touched in a child; closing could checkpoint or unlink the WAL).
@@ -109,12 +138,66 @@ def _translate(exc: apsw.Error, path: Path) -> StoreError:
 
 def query(conn: apsw.Connection, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
     """Rows of one statement as dicts keyed by column name."""
-    cursor = conn.execute(sql, params)
+    return _dict_rows(conn.execute(sql, params))
+
+
+def _dict_rows(cursor: apsw.Cursor) -> list[dict[str, Any]]:
     try:
         names = [d[0] for d in cursor.get_description()]
     except apsw.ExecutionCompleteError:  # the statement returned no row at all
         return []
     return [dict(zip(names, row, strict=True)) for row in cursor]
+
+
+def _query_authorizer(
+    action: int, arg1: str | None, arg2: str | None, db: str | None, trigger: str | None
+) -> int:
+    if action in _QUERY_ACTIONS:
+        return apsw.SQLITE_OK
+    if action == apsw.SQLITE_PRAGMA and arg1 is not None:
+        name = arg1.lower()
+        if name in _QUERY_PRAGMAS and (arg2 is None or name not in _QUERY_PRAGMAS_NO_VALUE):
+            return apsw.SQLITE_OK
+    return apsw.SQLITE_DENY
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _read_header(path: Path) -> bytes:
+    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        return os.read(fd, _HEADER_SIZE)
+    finally:
+        os.close(fd)
+
+
+def _check_header(path: Path) -> None:
+    """Refuse, before SQLite touches it, a file that cannot be a dtms database: dtms databases are SQLite
+    files in WAL mode, so an empty file, another format or a rollback-journal database is someone else's."""
+    header = _read_header(path)
+    if not header:
+        raise NotADtmsDatabaseError(f"{path} is not a dtms database (an empty file); left unchanged")
+    if not header.startswith(SQLITE_MAGIC) or len(header) < _HEADER_SIZE:
+        raise NotADtmsDatabaseError(f"{path} is not a dtms database (not an SQLite file); left unchanged")
+    if (header[18], header[19]) != _WAL_FORMAT:
+        raise NotADtmsDatabaseError(
+            f"{path} is not a dtms database (an SQLite database not in WAL mode: another application's?); "
+            "left unchanged"
+        )
+
+
+def _on_read_only_mount(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+    except (AttributeError, OSError):  # no statvfs on Windows
+        return False
 
 
 class StoreCore:
@@ -128,6 +211,7 @@ class StoreCore:
         busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
         clock: Clock | None = None,
         allow_network_fs: bool = False,
+        readonly: bool = False,
     ) -> None:
         raw = os.fspath(path) if isinstance(path, os.PathLike) else path
         if not isinstance(raw, str) or not raw or "\x00" in raw:
@@ -146,14 +230,23 @@ class StoreCore:
         self._lock = threading.RLock()
         self._forked = False
         self._closed = False
+        self.readonly = bool(readonly)
+        self._busy_timeout_s = busy_timeout_s
+        # The identity (st_dev, st_ino) of the -wal and -shm files this connection uses, by path; None
+        # while a file was not there to see. `_stale`: they changed, reopen before the next statement.
+        self._files: dict[str, tuple[int, int] | None] = {}
+        self._stale = False
+        self._immutable = False
         try:
             self.path = Path(MEMORY) if self.in_memory else Path(raw).expanduser().absolute()
             if self.in_memory:
                 pass
             elif not self.path.exists():
-                if not create:
+                if not create or self.readonly:
                     raise StoreNotFoundError(f"no dtms database at {self.path}")
                 self._create_file()
+            if self.readonly and not self.in_memory:
+                _check_header(self.path)
             fstype = None if self.in_memory else _filesystem_type(self.path.parent.resolve())
         except StoreError:  # StoreNotFoundError is an OSError too
             raise
@@ -164,21 +257,78 @@ class StoreCore:
                 f"{self.path} is on a network file system ({fstype}): SQLite WAL and the election lock need "
                 "a local disk shared by every process on one host"
             )
+        self._conn = self._connect()
+        _LIVE_STORES.add(self)
+
+    def _connect(self) -> apsw.Connection:
+        """A configured connection: migrated (or, read-only, validated), its -wal/-shm identity remembered."""
         try:
-            self._conn = apsw.Connection(str(self.path))
+            conn = self._open_connection()
         except (apsw.Error, UnicodeError) as exc:
             if isinstance(exc, apsw.Error):
                 raise _translate(exc, self.path) from exc
-            raise StoreError(f"{raw!r} cannot be opened as a dtms database: {exc}") from exc
+            raise StoreError(f"{str(self.path)!r} cannot be opened as a dtms database: {exc}") from exc
+        self._conn = conn
         try:
-            self._configure(busy_timeout_s)
-            self._migrate()
+            self._configure(self._busy_timeout_s)
+            if self.readonly:
+                self._validate()
+            else:
+                self._migrate()
+            self._remember_files()
         except BaseException as exc:
-            self._conn.close()
+            conn.close()
             if isinstance(exc, apsw.Error):
                 raise _translate(exc, self.path) from exc
             raise
-        _LIVE_STORES.add(self)
+        return conn
+
+    def _open_connection(self) -> apsw.Connection:
+        if not self.readonly or self.in_memory:
+            return apsw.Connection(str(self.path))
+        flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
+        if not os.path.exists(f"{self.path}-wal"):
+            # Check what the file is before a WAL reader creates -wal and -shm beside it: immutable reads only
+            # the file (nobody has it open: there is no -wal), so a foreign database is refused untouched.
+            probe = apsw.Connection(self.path.as_uri() + "?immutable=1", flags=flags)
+            try:
+                self._validate(probe)
+            finally:
+                probe.close()
+        conn = apsw.Connection(self.path.as_uri(), flags=flags)
+        try:
+            conn.execute("SELECT 1 FROM sqlite_schema LIMIT 1").fetchall()  # SQLite opens -wal/-shm lazily
+            return conn
+        except apsw.CantOpenError:
+            conn.close()
+            # A WAL reader needs a -shm it can create or map; a read-only file system has none. With no -wal
+            # nothing is pending, and nobody on this mount can write, so the file alone is the database.
+            if not _on_read_only_mount(self.path) or os.path.exists(f"{self.path}-wal"):
+                raise
+            self._immutable = True
+            return apsw.Connection(self.path.as_uri() + "?immutable=1", flags=flags)
+
+    def _validate(self, conn: apsw.Connection | None = None) -> None:
+        """Read-only opens: refuse a file that is not a dtms database of this schema version."""
+        conn = conn or self._conn
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
+        found = conn.execute("PRAGMA user_version").fetchall()[0][0]
+        version = found if isinstance(found, int) else 0
+        if not tables >= DTMS_TABLES or version == 0:
+            raise NotADtmsDatabaseError(
+                f"{self.path} is not a dtms database (an SQLite database without dtms's tables: another "
+                "application's?); left unchanged"
+            )
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{self.path} has schema version {version}, newer than this dtms understands "
+                f"({SCHEMA_VERSION}): upgrade dtms"
+            )
+        if version < SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{self.path} has schema version {version}, older than this dtms ({SCHEMA_VERSION}); a "
+                "read-only open does not upgrade it: open it once with a writing dtms (e.g. a node) first"
+            )
 
     # -- setup ------------------------------------------------------------------------------------------
 
@@ -205,9 +355,10 @@ class StoreCore:
         conn.setbusytimeout(round(busy_timeout_s * 1000))
         # Writes begin IMMEDIATE (`_write`): a DEFERRED read-then-write can fail with SQLITE_BUSY_SNAPSHOT
         # without calling the busy handler (spec/election.md 4.3).
-        mode = self._wal_mode(busy_timeout_s)
-        if str(mode).lower() != "wal" and not self.in_memory:
-            raise StoreError(f"{self.path}: could not switch to WAL mode (got {mode})")
+        if not self.readonly:  # a read-only open never changes the file, its journal mode included
+            mode = self._wal_mode(busy_timeout_s)
+            if str(mode).lower() != "wal" and not self.in_memory:
+                raise StoreError(f"{self.path}: could not switch to WAL mode (got {mode})")
         # FULL: an acknowledged registration survives power loss (NORMAL may roll it back in WAL mode).
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
@@ -244,6 +395,88 @@ class StoreCore:
                 # PRAGMA takes no bound parameters; SCHEMA_VERSION is a code constant, not input.
                 self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION:d}")
 
+    # -- the files under the connection (issue 11, point 3) ---------------------------------------------
+
+    def _file_paths(self) -> tuple[str, str]:
+        # SQLite names them after the database's full (symlink-resolved) name: ask it rather than guess.
+        wal = self._conn.db_filename("main", 2) or f"{self.path}-wal"
+        return wal, self._conn.db_filename("main") + "-shm"
+
+    def _remember_files(self) -> None:
+        self._files = {}
+        self._stale = False
+        if self.in_memory or self._immutable:
+            return
+        for path in self._file_paths():
+            self._files[path] = _identity(path)
+
+    def _files_changed(self) -> str | None:
+        """What changed about the -wal/-shm files since the connection opened them, or None."""
+        for path, known in self._files.items():
+            now = _identity(path)
+            if known is None:  # not there when we looked (a read-only open before any writer): adopt it
+                self._files[path] = now
+            elif now is None:
+                return f"{path} was deleted"
+            elif now != known:
+                return f"{path} was replaced (inode {known[1]} is now {now[1]})"
+        return None
+
+    def _verify_files(self, when: str) -> None:
+        change = self._files_changed()
+        if change is None:
+            return
+        self._stale = True
+        raise StoreFilesChangedError(
+            f"{self.path}: the database's files changed under this process ({change}; {when}). Another "
+            "SQLite library closing the database in this process, or someone deleting -wal/-shm, does this. "
+            "The connection is reopened on the next call; a leader must step down."
+        )
+
+    def check_files(self) -> None:
+        """Raise if the `-wal` or `-shm` file at the database's path is not the one this connection uses.
+
+        Two stats; meant for every lease renewal (the Store also checks before and after every COMMIT).
+        After it raised, the next call of this Store reopens its connection.
+
+        Raises:
+            StoreFilesChangedError: a file was deleted or replaced; writes of this connection would be lost.
+        """
+        self._check()
+        with self._lock:
+            try:
+                if not self._stale:
+                    self._verify_files("seen by check_files")
+                    return
+                error = StoreFilesChangedError(
+                    f"{self.path}: the database's files changed under this process (seen by an earlier "
+                    "call); the connection is reopened"
+                )
+            except StoreFilesChangedError as exc:
+                error = exc
+            # Reopen now, so that the caller's next write (a lease renewal) uses the files at the path.
+            try:
+                self._fresh()
+            except StoreError as exc:
+                raise error from exc
+            raise error
+
+    def _fresh(self) -> apsw.Connection:
+        """The connection, reopened first if the files changed under it (call with `_lock` held)."""
+        if not self._stale:
+            return self._conn
+        old = self._conn
+        try:
+            if not old.getautocommit():  # the transaction that saw the change is still unwinding
+                return old
+            # Never checkpoint or delete on this close: the -wal/-shm at the path now belong to others, and a
+            # checkpoint from the orphaned WAL would write stale pages into the shared database file.
+            old.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
+            old.close()
+        except apsw.ConnectionClosedError:  # an earlier reopen failed half-way: just try again
+            pass
+        return self._connect()
+
     # -- lifecycle --------------------------------------------------------------------------------------
 
     def _orphan(self) -> None:
@@ -272,7 +505,11 @@ class StoreCore:
         self._check()
         with self._lock:
             self._closed = True
-            self._conn.close()
+            with contextlib.suppress(apsw.ConnectionClosedError):
+                if self._stale or self._files_changed() is not None:
+                    # As in `_fresh`: closing must not checkpoint or delete files that are others' now.
+                    self._conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
+                self._conn.close()
         _LIVE_STORES.discard(self)
 
     def __enter__(self) -> Self:  # Self, so `with dtms.open(...) as store` is typed as the full Store
@@ -294,16 +531,22 @@ class StoreCore:
         """
         self._check()
         with self._lock:
-            conn = self._conn
+            conn = self._fresh()
             outermost = conn.getautocommit()
             try:
                 if outermost:
+                    self._verify_files("before BEGIN; nothing was written")
                     conn.execute("BEGIN IMMEDIATE")
                 try:
                     with conn:  # a savepoint: an error rolls back this block, nested blocks likewise
                         yield conn
                     if outermost:
+                        # Frames committed to a WAL that is no longer at the path are seen by this connection
+                        # only: check before COMMIT (then nothing is written) and again after it (the files
+                        # may change in between), so a write that returns is in the files everyone opens.
+                        self._verify_files("before COMMIT; the write was rolled back")
                         conn.execute("COMMIT")
+                        self._verify_files("just after COMMIT; the write may be lost: check and redo it")
                 except BaseException:
                     if outermost and not conn.getautocommit():
                         conn.execute("ROLLBACK")
@@ -321,7 +564,7 @@ class StoreCore:
         """
         self._check()
         with self._lock:
-            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._fresh().execute("PRAGMA synchronous=NORMAL")
             try:
                 yield
             finally:
@@ -332,14 +575,58 @@ class StoreCore:
         """Statements that only read: one process-wide lock, no transaction left open afterwards."""
         self._check()
         with self._lock:
+            conn = self._fresh()
+            if conn.getautocommit():  # inside a write transaction the COMMIT checks
+                self._verify_files("before a read; nothing was read")
             try:
-                yield self._conn
+                yield conn
             except apsw.Error as exc:
                 raise _translate(exc, self.path) from exc
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self._read() as conn:
             return query(conn, sql, params)
+
+    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
+        """Run one read-only SQL statement and return its rows as dicts (`pandas.DataFrame(rows)` takes them).
+
+        The supported way to query the database from your own code: never open it with another SQLite
+        library (stdlib sqlite3, pandas with sqlite3, SQLAlchemy) in a process that has dtms open, see
+        docs/operations.md. Only SELECT (and WITH) statements and reporting pragmas such as
+        `table_info(trades)` are allowed; anything that writes, attaches or changes a setting is refused
+        before it runs.
+
+        Raises:
+            InvalidArgumentError: the statement would write, is not one statement, or is not valid SQL.
+            StoreBusyError: the database stayed locked past the busy timeout.
+        """
+        if not isinstance(sql, str):
+            raise InvalidArgumentError(f"sql must be a str, got {type(sql).__name__}")
+        statements = 0
+
+        def one_read(cursor: apsw.Cursor, _sql: str, _bindings: Any) -> bool:
+            nonlocal statements
+            statements += 1
+            return statements == 1 and cursor.is_readonly
+
+        with self._read() as conn:
+            previous = conn.authorizer
+            conn.authorizer = _query_authorizer
+            try:
+                cursor = conn.cursor()
+                cursor.exec_trace = one_read
+                # can_cache=False: a cached statement prepared before the authorizer was set would skip it.
+                return _dict_rows(cursor.execute(sql, params, can_cache=False))
+            except apsw.ExecTraceAbort:
+                raise InvalidArgumentError(
+                    f"Store.query runs one read-only statement; refused: {sql[:200]!r}"
+                ) from None
+            except _QUERY_ERRORS as e:
+                if isinstance(e, apsw.AuthError) or "not authorized" in str(e):
+                    raise InvalidArgumentError(f"Store.query runs reads only; refused: {e}") from None
+                raise InvalidArgumentError(f"Store.query: {e}") from None
+            finally:
+                conn.authorizer = previous
 
     @contextmanager
     def fenced(self, epoch: int, name: str = ENGINE_LEASE) -> Iterator[None]:
