@@ -96,6 +96,8 @@ class ExecutionConfig(_Section):
     secondary_attempts: int = Field(default=3, ge=1)
     stops_extra_points: int = Field(default=2, ge=0)
     unknown_recheck_s: float = Field(default=10.0, gt=0)
+    # A request handed to the terminal before its sender was stopped may still complete this long after.
+    inflight_horizon_s: float = Field(default=15.0, ge=0)
 
 
 class LoopConfig(_Section):
@@ -524,7 +526,7 @@ class ElectionConfig(_Section):
     loop_stall_s: float = Field(default=30.0, gt=0)
     stop_grace_s: float = Field(default=5.0, gt=0)
     send_margin_s: float = Field(default=1.0, ge=0)
-    stonith: bool = False
+    stonith: bool = True  # kill-before-resend: a hung holder on this host is killed, its exit verified
     lock: Literal["auto", "flock"] = "auto"
     on_wedged: Literal["exit", "stay"] = "exit"
 

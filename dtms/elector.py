@@ -6,9 +6,7 @@ import logging
 import os
 import queue
 import secrets
-import signal
 import socket
-import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -18,7 +16,8 @@ from typing import Final
 from dtms.clock import Clock, clock_offset_ms, process_start_time
 from dtms.config import ElectionConfig
 from dtms.errors import LeaseLostError, StoreBusyError, StoreError, UsedAfterForkError
-from dtms.lease import LeaseRow, Observation, TakeoverReason, may_take_over, observe
+from dtms.fence import Fence, holder_alive
+from dtms.lease import LeaseRow, Observation, StopProof, TakeoverReason, may_take_over, observe
 from dtms.models import Holder
 from dtms.oslock import election_lock
 from dtms.store import Store
@@ -47,56 +46,6 @@ class LeaderSeen:
     epoch: int
     holder: Holder | None
     released: bool
-
-
-def holder_alive(row: LeaseRow, host: str, boot_id: str | None) -> bool | None:
-    """Whether the row's holder process still runs: pid plus start time on this host and boot, else None."""
-    if row.pid is None or row.host != host or boot_id is None or row.boot_id != boot_id:
-        return None
-    try:
-        with open(f"/proc/{row.pid}/stat") as fh:
-            stat = fh.read()
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] in ("Z", "X"):  # exited, not yet reaped by its parent
-        return False
-    return row.proc_start is None or int(fields[19]) == row.proc_start
-
-
-def stonith(row: LeaseRow, host: str, boot_id: str | None) -> bool:
-    """SIGKILL the row's holder if it is a process of this host and boot with the recorded start time.
-
-    `pidfd_open` first pins the process, then its start time is checked, then the signal goes through the
-    pidfd: a pid reused in between can neither pass the check nor receive the signal (spec/election.md §6).
-    Linux only; never this process. True when the signal was sent.
-    """
-    if (
-        sys.platform != "linux"
-        or not hasattr(os, "pidfd_open")
-        or row.pid is None
-        or row.proc_start is None
-        or row.pid == os.getpid()
-        or row.host != host
-        or boot_id is None
-        or row.boot_id != boot_id
-    ):
-        return False
-    try:
-        fd = os.pidfd_open(row.pid)
-    except OSError:  # gone already (or not ours to see)
-        return False
-    try:
-        if process_start_time(row.pid) != row.proc_start:
-            return False
-        signal.pidfd_send_signal(fd, signal.SIGKILL)
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
 
 
 class Elector:
@@ -144,6 +93,8 @@ class Elector:
             boot_id=clock.boot_id(),
             token=secrets.token_hex(8),
         )
+        self._proofs = Fence(store, token=self.holder.token, host=self._host, boot_id=clock.boot_id,
+                             kill=settings.stonith)  # fmt: skip
         self._ttl_ms = round(settings.lease_ttl_s * 1000)
         # Beside the real file: processes spelling the path through a symlink must share one lock.
         self._lock = election_lock(f"{os.path.realpath(store.path)}.lock", settings.lock)
@@ -200,7 +151,11 @@ class Elector:
     def start(self) -> None:
         """Join the election in background threads; returns at once."""
         self._check_fork()
-        for target, label in ((self._wait_loop, "waiter"), (self._heart, "heart"), (self._dispatch, "callbacks")):
+        for target, label in (
+            (self._wait_loop, "waiter"),
+            (self._heart, "heart"),
+            (self._dispatch, "callbacks"),
+        ):
             thread = threading.Thread(target=target, name=f"dtms-{label}-{self.name}", daemon=True)
             if label == "waiter":
                 self._waiter = thread
@@ -210,7 +165,10 @@ class Elector:
     def wait_until_leader(self, timeout: float | None = None) -> bool:
         """Block until this process leads (True) or `timeout` seconds pass (False)."""
         with self._elected:
-            return self._elected.wait_for(lambda: self.is_leader or self._stop.is_set(), timeout) and self.is_leader
+            return (
+                self._elected.wait_for(lambda: self.is_leader or self._stop.is_set(), timeout)
+                and self.is_leader
+            )
 
     def beat(self) -> None:
         """The leader loop's heartbeat; without it the watchdog lets the lease go (I5)."""
@@ -291,7 +249,10 @@ class Elector:
 
     def _next_wait_s(self) -> float:
         if self._epoch is not None and not self._fenced:
-            return max(0.001, min(self.settings.check_interval_s, (self._next_renew_ms - self.clock.boot_ms()) / 1000))
+            return max(
+                0.001,
+                min(self.settings.check_interval_s, (self._next_renew_ms - self.clock.boot_ms()) / 1000),
+            )
         return self.settings.check_interval_s
 
     def _watch(self) -> None:
@@ -311,8 +272,12 @@ class Elector:
         holder = None
         if row.holder_name is not None:
             holder = Holder(
-                name=row.holder_name, host=row.host or "", pid=row.pid or 0, proc_start=row.proc_start,
-                boot_id=row.boot_id, token=row.token or "",
+                name=row.holder_name,
+                host=row.host or "",
+                pid=row.pid or 0,
+                proc_start=row.proc_start,
+                boot_id=row.boot_id,
+                token=row.token or "",
             )
         if self._user_new_leader is not None:
             callback = self._user_new_leader
@@ -322,7 +287,8 @@ class Elector:
     def _rule(self, row: LeaseRow | None) -> TakeoverReason | None:
         alive = None
         if row is not None and self._lock.is_held and not row.lock_held:  # only the degraded rule needs it
-            alive = holder_alive(row, self._host, self.clock.boot_id())
+            alive = holder_alive(row.pid, row.proc_start, row.host, row.boot_id, my_host=self._host,
+                                 my_boot_id=self.clock.boot_id())  # fmt: skip
         return may_take_over(
             row,
             now_boot_ms=self.clock.boot_ms(),
@@ -409,12 +375,28 @@ class Elector:
             self._kill_holder(row, "its lease expired while the database stayed locked")
 
     def _kill_holder(self, row: LeaseRow, why: str) -> None:
-        """Optional local STONITH (`election.stonith`, off by default): SIGKILL a hung holder on this host."""
+        """Local STONITH (`election.stonith`, on by default): kill a hung holder on this host and record it."""
         if not self.settings.stonith:
             return
-        if stonith(row, self._host, self.clock.boot_id()):
-            log.warning("dtms: killed the previous holder %s (pid %s, epoch %d): %s", row.holder_name, row.pid,
-                        row.epoch, why)  # fmt: skip
+        log.warning("dtms: fencing the previous holder %s (pid %s, epoch %d): %s", row.holder_name, row.pid,
+                    row.epoch, why)  # fmt: skip
+        try:
+            self._proofs.stopped(row.epoch)
+        except StoreError:  # the proof is tried again before anything of that epoch is resent
+            log.warning("dtms: could not record how epoch %d stopped", row.epoch, exc_info=True)
+
+    def sender_stopped(self, epoch: int) -> bool:
+        """Whether epoch `epoch` is proven unable to send any more (dtms.fence); proves it when it can."""
+        return self._proofs.stopped(epoch)
+
+    def quiesced(self, epoch: int) -> None:
+        """The leader loop of `epoch` has ended in this process: record that it sends nothing more."""
+        if self._forked or os.getpid() != self._pid:
+            return
+        try:
+            self.store.record_stopped(epoch, StopProof.QUIESCED)
+        except StoreError:  # others then need another proof (exit, kill) before resending
+            log.warning("dtms: could not record that epoch %d has quiesced", epoch, exc_info=True)
 
     def _renew(self) -> None:
         epoch = self._epoch
@@ -509,4 +491,4 @@ class Elector:
                 log.exception("dtms: a leadership callback raised")
 
 
-__all__ = ["EXIT_WEDGED", "Elector", "LeaderSeen", "holder_alive", "stonith"]
+__all__ = ["EXIT_WEDGED", "Elector", "LeaderSeen"]

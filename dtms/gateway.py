@@ -20,6 +20,11 @@ class Leadership(Protocol):
 
     def remaining_ms(self) -> int: ...
 
+    def sender_stopped(self, epoch: int) -> bool:
+        """Whether an earlier epoch is proven unable to send any more (its holder exited, was killed, or its
+        loop ended): only then may its in-flight requests be concluded not applied (dtms.fence)."""
+        ...
+
 
 class Gateway:
     """Every broker request goes through here, so none is sent that was not journaled under a valid epoch (I3).
@@ -29,9 +34,11 @@ class Gateway:
        of lease left, marks the row SENT (fenced) with the exact request, then calls the broker;
     3. `outcome(...)` commits the result (fenced).
     If (3) fails because the epoch moved, the next leader finds the row SENT and reconciles it with the
-    broker before sending anything. Residual risk, stated honestly: a pause between the check in (2) and
-    the send cannot be fenced at MetaTrader 5, which takes no token; the journal bounds it to one in-flight
-    request that is detected, not repeated.
+    broker before sending anything. MetaTrader 5 takes no token, so a leader paused or hung between the check
+    in (2) and the send can still deliver its request after losing the lease. The next leader therefore never
+    concludes such a request "not applied", nor sends anything risk-adding for its trade, until
+    `sender_stopped(epoch)` proves the old holder can send no more and a re-read after
+    `execution.inflight_horizon_s` still finds nothing (dtms.engine.execute, dtms.fence).
     """
 
     def __init__(self, store: Store, leadership: Leadership, *, send_margin_s: float) -> None:
@@ -82,6 +89,10 @@ class Gateway:
         self._epoch(epoch)
         return call()
 
+    def sender_stopped(self, epoch: int) -> bool:
+        """See `Leadership.sender_stopped`."""
+        return self.leadership.sender_stopped(epoch)
+
     def outcome(
         self,
         epoch: int,
@@ -93,10 +104,9 @@ class Gateway:
         error: str | None = None,
     ) -> None:
         """Commit what came of `action` (fenced on `epoch`)."""
-        self.store.record_outcome(epoch, action.action_id, status, result=result, retcode=retcode, error=error)
-
-
-
+        self.store.record_outcome(
+            epoch, action.action_id, status, result=result, retcode=retcode, error=error
+        )
 
 
 class SoleLeadership:
@@ -111,4 +121,9 @@ class SoleLeadership:
 
     def remaining_ms(self) -> int:
         return 2**62
+
+    def sender_stopped(self, epoch: int) -> bool:
+        return True  # no other process ever held an epoch here
+
+
 __all__ = ["Gateway", "Leadership", "SoleLeadership"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Final, Literal
 
 TakeoverReason = Literal["first", "released", "holder_dead", "expired"]
@@ -36,6 +37,31 @@ class LeaseRow:
     lock_held: bool
     lock_inode: str | None
     clock_offset_ms: int | None = None  # the writer's wall - boot (dtms.clock.clock_offset_ms); None: unknown
+
+
+class StopProof(StrEnum):
+    """How it was proven that an epoch's holder can send nothing more (kill-before-resend, spec/election.md §6)."""
+
+    EXITED = "exited"  # its process is gone: pid plus start time checked on this host and boot
+    KILLED = "killed"  # dtms killed it (pidfd, start time checked) and saw it exit
+    QUIESCED = "quiesced"  # its own leader loop ended: the holder recorded that it sends no more
+    OPERATOR = (
+        "operator"  # the operator confirmed it (`dtms fence confirm`), e.g. for a holder on another boot
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EpochRecord:
+    """One granted epoch from the lease history: who held it, and whether it is proven stopped."""
+
+    epoch: int
+    holder_name: str
+    host: str
+    pid: int
+    proc_start: int | None
+    boot_id: str | None
+    token: str
+    stopped_how: StopProof | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +160,11 @@ def may_take_over(
     if lock_inode is not None and not row.lock_held and holder_alive is False:
         return "holder_dead"
     if is_expired(
-        row, now_boot_ms=now_boot_ms, boot_id=boot_id, observation=observation, clock_offset_ms=clock_offset_ms
+        row,
+        now_boot_ms=now_boot_ms,
+        boot_id=boot_id,
+        observation=observation,
+        clock_offset_ms=clock_offset_ms,
     ):
         return "expired"
     return None
@@ -150,8 +180,10 @@ def valid_until_ms(row: LeaseRow, token: str) -> int | None:
 __all__ = [
     "ENGINE_LEASE",
     "OFFSET_TOLERANCE_MS",
+    "EpochRecord",
     "LeaseRow",
     "Observation",
+    "StopProof",
     "TakeoverReason",
     "is_expired",
     "may_take_over",

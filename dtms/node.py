@@ -197,7 +197,9 @@ class Node:
                     next_tick = time.monotonic() + tick_s
                     try:
                         self._work.tick(epoch)
-                    except StoreBusyError:  # transient: another process held the write lock; the next tick retries
+                    except (
+                        StoreBusyError
+                    ):  # transient: another process held the write lock; the next tick retries
                         log.warning("dtms: the database stayed busy during a tick; retrying next tick")
                     elector.beat()
                 stop.wait(max(0.0, min(beat_s, next_tick - time.monotonic())))
@@ -213,6 +215,7 @@ class Node:
                     self._work.stop()
                 except Exception:
                     log.exception("dtms: stopping the leader work failed")
+            elector.quiesced(epoch)  # after the work stopped: this thread sends nothing more for `epoch`
 
     def _notice_changes(self) -> None:
         # PRAGMA data_version moves only when another connection commits: new registrations, cheaply.

@@ -303,7 +303,8 @@ def check_journal(rig: Rig) -> None:
     modifies = [r for r in rig.sends() if r["request"].get("action") == 6 and executed(r)]  # SLTP
     done_mods = [
         a for a in actions
-        if (a.request or {}).get("op") == "modify" and a.status is ActionStatus.DONE and a.retcode == OK
+        if (a.request or {}).get("op") == "modify" and a.status is ActionStatus.DONE
+        and (a.retcode == OK or (a.result or {}).get("reconciled"))  # or found at the broker after a takeover
     ]  # fmt: skip
     sent_sls = sorted(r["request"]["sl"] for r in modifies)
     assert sent_sls == sorted(float(a.request["sl"]) for a in done_mods)  # type: ignore[index]

@@ -62,7 +62,7 @@ def test_defaults_match_the_spec() -> None:
     assert (e.lease_ttl_s, e.renew_deadline_s, e.retry_interval_s, e.send_margin_s) == (10, 7, 0.5, 1)
     assert e.renew_interval_s == pytest.approx(10 / 3)
     assert e.on_wedged == "exit"
-    assert not e.stonith
+    assert e.stonith  # kill-before-resend by default (issue 11); `election.stonith = false` opts out
 
 
 def test_config_is_immutable() -> None:

@@ -222,37 +222,6 @@ def test_a_lease_seen_from_another_boot_id_expires_only_after_a_ttl_observed_her
         b.stop()
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="STONITH uses pidfd and /proc (Linux)")
-def test_stonith_kills_only_the_recorded_process_of_this_host_and_boot():
-    """The pid alone is not enough: another start time (a reused pid), host or boot id, or this very
-    process, is never signalled; the recorded process is."""
-    from dtms.clock import SystemClock, process_start_time
-    from dtms.elector import stonith
-    from tests.test_lease import row
-
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        start = None
-        while start is None:  # /proc entry visible once the child exists
-            start = process_start_time(child.pid)
-        host, boot = socket.gethostname(), SystemClock().boot_id()
-        target = row(pid=child.pid, proc_start=start, host=host, boot_id=boot)
-        for wrong in (
-            dataclasses.replace(target, proc_start=start + 1),
-            dataclasses.replace(target, host="elsewhere"),
-            dataclasses.replace(target, boot_id="another-boot"),
-            dataclasses.replace(target, pid=os.getpid(), proc_start=process_start_time()),
-        ):
-            assert not stonith(wrong, host, boot)
-        assert child.poll() is None
-        assert stonith(target, host, boot)
-        assert child.wait(5) == -signal.SIGKILL
-        assert not stonith(target, host, boot)  # gone: nothing to kill
-    finally:
-        child.kill()
-        child.wait()
-
-
 def _hold_lock_until(path: str, held, release) -> None:  # type: ignore[no-untyped-def]
     """A child holding the election lock (the kind `auto` picks) until told to let it go."""
     from dtms.oslock import election_lock

@@ -14,7 +14,7 @@ from dtms.broker.base import SymbolSpec as BrokerSymbol
 from dtms.config import Config
 from dtms.engine import actions as plan
 from dtms.engine.machine import ActionType
-from dtms.engine.rails import TradingState, is_allowed
+from dtms.engine.rails import RISK_ADDING, TradingState, is_allowed
 from dtms.errors import BrokerError
 from dtms.gateway import Gateway
 from dtms.models import Action, ActionStatus, Direction, Trade, TradeState
@@ -48,6 +48,7 @@ class Result:
     status: ActionStatus
     detail: dict[str, Any] = field(default_factory=dict)
     rejected: bool = False  # a permanent broker refusal (REJECTED), for the hedge fallback
+    alert: bool = False  # newly waiting for proof that an earlier epoch can send no more: tell the operator
 
     @property
     def resolved(self) -> bool:
@@ -75,8 +76,6 @@ def planning_spec(spec: BrokerSymbol) -> plan.SymbolSpec:
     )  # fmt: skip
 
 
-
-
 #: See `Executor.run`: given the action and its resolved result, the writes to commit with its outcome.
 Settle = Callable[[Action, "Result"], Callable[[], object] | None]
 
@@ -101,7 +100,9 @@ class Executor:
 
     # -- run ----------------------------------------------------------------------------------------
 
-    def run(self, epoch: int, action: Action, trade: Trade, ctx: Context, settle: Settle | None = None) -> Result:
+    def run(
+        self, epoch: int, action: Action, trade: Trade, ctx: Context, settle: Settle | None = None
+    ) -> Result:
         """Pre-send check, plan from the fresh broker state, send (with bounded FRESH resends), record.
 
         `settle(result)`, when given, is asked once the action is resolved (DONE, SKIPPED, FAILED) and may return
@@ -127,7 +128,9 @@ class Executor:
                 return failed
             outcome = self.gateway.send(epoch, action, request, call)
             attempts += 1
-            result = self._record(epoch, action, request, outcome, retries_left=attempts <= len(self._waits()))
+            result = self._record(
+                epoch, action, request, outcome, retries_left=attempts <= len(self._waits())
+            )
             if result is not None:
                 return result
             self.wait(self._waits()[attempts - 1])
@@ -159,7 +162,9 @@ class Executor:
         return self._commit(epoch, action, failed, ActionStatus.FAILED, retcode=outcome.retcode,
                             error=outcome.text or kind.value)  # fmt: skip
 
-    def _commit(self, epoch: int, action: Action, result: Result, status: ActionStatus, **fields: Any) -> Result:
+    def _commit(
+        self, epoch: int, action: Action, result: Result, status: ActionStatus, **fields: Any
+    ) -> Result:
         """Record the outcome, together with what `settle` wants written for a resolved action (one fenced tx)."""
         writes = self._settle(action, result) if self._settle is not None and result.resolved else None
         with self.store.fenced(epoch):
@@ -183,6 +188,9 @@ class Executor:
         position = self.broker.position(identifier)
         if position is None:
             return Result(ActionStatus.SKIPPED, {"reason": "position_gone"})
+        if kind in RISK_ADDING and self._in_flight(action):
+            # An earlier request of this trade may still execute: add no exposure until it is decided.
+            return Result(ActionStatus.INTENT, {"reason": "in_flight"})
         if not is_allowed(kind, ctx.trading_state):
             if kind is ActionType.OPEN_HEDGE:
                 return self._plan_and_request(action, trade, position, ctx, forced_fallback="gated")
@@ -198,6 +206,11 @@ class Executor:
             return self._plan_and_request(action, trade, position, ctx, forced_fallback=reason)
         return self._plan_and_request(action, trade, position, ctx)
 
+    def _in_flight(self, action: Action) -> bool:
+        """Whether another action of the same trade was sent and is not decided yet (SENT or UNKNOWN)."""
+        return any(a.action_id != action.action_id and a.status in (ActionStatus.SENT, ActionStatus.UNKNOWN)
+                   for a in self.store.open_actions(action.identifier))  # fmt: skip
+
     def _may_act(self, trade: Trade, ctx: Context) -> bool:
         if trade.owner in ("dtms", "none"):
             return True
@@ -205,7 +218,12 @@ class Executor:
         return trade.state in defensive or (ctx.target_state is not None and ctx.target_state in defensive)
 
     def _plan_and_request(
-        self, action: Action, trade: Trade, position: Position, ctx: Context, forced_fallback: str | None = None
+        self,
+        action: Action,
+        trade: Trade,
+        position: Position,
+        ctx: Context,
+        forced_fallback: str | None = None,
     ) -> Result | tuple[dict[str, Any], Callable[[], Outcome]]:
         kind = ActionType(action.action_type)
         spec_b = self.broker.symbol(position.symbol)
@@ -236,7 +254,9 @@ class Executor:
                 decision = plan.plan_hedge(snap, quote, spec, ctx.atr_m15, cfg, hedging_account=ctx.hedging_account,
                                            trading_active=ctx.trading_state is TradingState.ACTIVE)  # fmt: skip
         elif kind is ActionType.RE_ADD_POSITION:
-            decision = plan.plan_re_add(snap, spec, cfg, trading_active=ctx.trading_state is TradingState.ACTIVE)
+            decision = plan.plan_re_add(
+                snap, spec, cfg, trading_active=ctx.trading_state is TradingState.ACTIVE
+            )
         else:
             return Result(ActionStatus.FAILED, {"reason": f"unknown action {kind}"})
         if isinstance(decision, plan.Skipped):
@@ -247,7 +267,11 @@ class Executor:
         self, action: Action, position: Position, decision: plan.Planned, ctx: Context
     ) -> tuple[dict[str, Any], Callable[[], Outcome]]:
         broker, identifier, p = self.broker, position.identifier, dict(decision.params)
-        base: dict[str, Any] = {"at": ctx.now.isoformat(), "identifier": identifier, "planned": decision.action.value}
+        base: dict[str, Any] = {
+            "at": ctx.now.isoformat(),
+            "identifier": identifier,
+            "planned": decision.action.value,
+        }
         if decision.note:
             base["note"] = decision.note
         if decision.action in (ActionType.TIGHTEN_SL, ActionType.MOVE_SL_BREAKEVEN, ActionType.TRAIL_SL):
@@ -261,18 +285,29 @@ class Executor:
                        "position_volume": position.volume, "comment": comment}  # fmt: skip
             return request, lambda: broker.close(identifier, volume, comment=comment)
         # open_hedge / re_add_position: a new market position, tagged so a restart finds it again
-        tag = action_tag("h" if decision.action is ActionType.OPEN_HEDGE else "r", action.action_id, identifier)
+        tag = action_tag(
+            "h" if decision.action is ActionType.OPEN_HEDGE else "r", action.action_id, identifier
+        )
         side = Direction(p["direction"]).value
         volume, sl, tp = float(p["volume"]), p.get("sl"), p.get("tp")
         magic = int(p.get("magic", self.config.execution.magic))
         request = {**base, "op": "open", "symbol": position.symbol, "direction": side, "volume": volume, "sl": sl,
                    "tp": tp, "magic": magic, "comment": tag}  # fmt: skip
-        return request, lambda: broker.open(position.symbol, side, volume, sl=sl, tp=tp, magic=magic, comment=tag)  # type: ignore[arg-type]
+        return request, lambda: broker.open(
+            position.symbol, side, volume, sl=sl, tp=tp, magic=magic, comment=tag
+        )  # type: ignore[arg-type]
 
     # -- reconcile ----------------------------------------------------------------------------------
 
     def reconcile(self, epoch: int, action: Action, trade: Trade, ctx: Context) -> Result:
-        """Decide a SENT or UNKNOWN row from the broker's truth before anything is sent again (spec §8.1)."""
+        """Decide a SENT or UNKNOWN row from the broker's truth before anything is sent again (spec §8.1).
+
+        Evidence of the request in the broker's positions or deals makes it DONE. Without evidence, a row sent
+        by an earlier epoch stays UNKNOWN until that epoch is proven unable to send (`Gateway.sender_stopped`:
+        its holder may be paused or hung just before `order_send`), and then until `inflight_horizon_s` has
+        passed for a request the terminal had already taken; only a re-read after that makes it FAILED
+        `not_applied`. Rows of this epoch get one more look after `unknown_recheck_s`.
+        """
         request = action.request or {}
         try:
             found = self._evidence(action, request, trade)
@@ -281,16 +316,30 @@ class Executor:
         if found is not None:
             done = Result(ActionStatus.DONE, {**(action.result or {}), **found, "reconciled": True})
             return self._commit(epoch, action, done, ActionStatus.DONE)
-        # Nothing found: look once more after `unknown_recheck_s`, then it was not applied.
-        first_look = (action.result or {}).get("recheck_from")
+        detail = dict(action.result or {})
+        wait = self.config.execution.unknown_recheck_s
+        if action.epoch != epoch:
+            if detail.get("sender_stopped_at") is None:
+                if not self.gateway.sender_stopped(action.epoch):
+                    first = not detail.get("awaiting_proof")
+                    if first:
+                        detail["awaiting_proof"] = True
+                        self.gateway.outcome(epoch, action, ActionStatus.UNKNOWN, result=detail)
+                    return Result(ActionStatus.UNKNOWN, detail, alert=first)
+                detail.update(awaiting_proof=False, sender_stopped_at=ctx.now.isoformat(),
+                              recheck_from=ctx.now.isoformat())  # fmt: skip
+                self.gateway.outcome(epoch, action, ActionStatus.UNKNOWN, result=detail)
+                return Result(ActionStatus.UNKNOWN, detail)
+            wait = max(wait, self.config.execution.inflight_horizon_s)
+        # Nothing found: look once more after the wait, then it was not applied.
+        first_look = detail.get("recheck_from")
         if first_look is None:
-            detail = {**(action.result or {}), "recheck_from": ctx.now.isoformat()}
+            detail["recheck_from"] = ctx.now.isoformat()
             self.gateway.outcome(epoch, action, ActionStatus.UNKNOWN, result=detail)
             return Result(ActionStatus.UNKNOWN, detail)
-        wait = timedelta(seconds=self.config.execution.unknown_recheck_s)
-        if ctx.now < datetime.fromisoformat(first_look) + wait:
-            return Result(ActionStatus.UNKNOWN, action.result or {})
-        failed = Result(ActionStatus.FAILED, {**(action.result or {}), "reason": "not_applied"})
+        if ctx.now < datetime.fromisoformat(first_look) + timedelta(seconds=wait):
+            return Result(ActionStatus.UNKNOWN, detail)
+        failed = Result(ActionStatus.FAILED, {**detail, "reason": "not_applied"})
         return self._commit(epoch, action, failed, ActionStatus.FAILED, error="not applied")
 
     def _evidence(self, action: Action, request: dict[str, Any], trade: Trade) -> dict[str, Any] | None:
@@ -312,7 +361,11 @@ class Executor:
             deals = [d for d in self.broker.deals(identifier, since=since)
                      if d.entry in ("out", "out_by") and d.comment == request["comment"]]  # fmt: skip
             if deals:
-                return {"volume": sum(d.volume for d in deals), "price": deals[-1].price, "deal": deals[-1].ticket}
+                return {
+                    "volume": sum(d.volume for d in deals),
+                    "price": deals[-1].price,
+                    "deal": deals[-1].ticket,
+                }
             # Brokers may overwrite comments: the volume is evidence too.
             position = self.broker.position(identifier)
             before, wanted = float(request["position_volume"]), float(request["volume"])

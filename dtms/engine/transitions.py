@@ -149,12 +149,17 @@ class Transitions:
             if not (result.status is ActionStatus.DONE or self._is_valid_skip(result.status, result.detail)):
                 return None
             update = self._update(tr, trade, action.action_type, result.status, result.detail, now)
-            return lambda: self.store.finish_transition(epoch, tr["transition_id"], applied=True, update=update)
+            return lambda: self.store.finish_transition(
+                epoch, tr["transition_id"], applied=True, update=update
+            )
 
         return settle
 
     def _run(self, epoch: int, action: Action, trade: Trade, ctx: Context, settle: Any = None) -> Result:
         result = self.executor.run(epoch, action, trade, ctx, settle)
+        if result.alert:
+            self._emit("alert", ctx.now, trade, kind="awaiting_proof", action_id=action.action_id,
+                       action_type=action.action_type, epoch=action.epoch)  # fmt: skip
         if result.resolved:
             self._emit("action", ctx.now, trade, action_type=action.action_type, leg=action.leg,
                        status=result.status.value, detail=result.detail.get("reason") or result.detail.get("text"))  # fmt: skip
@@ -167,7 +172,9 @@ class Transitions:
     def _valid_skip(self, action: Action) -> bool:
         return self._is_valid_skip(action.status, action.result)
 
-    def _drive_close(self, epoch: int, tr: dict[str, Any], trade: Trade, legs: list[Action], now: datetime) -> str:
+    def _drive_close(
+        self, epoch: int, tr: dict[str, Any], trade: Trade, legs: list[Action], now: datetime
+    ) -> str:
         """close_all is never abandoned: a failed leg gets a fresh intent on every drive until it closes."""
         by_leg: dict[str, list[Action]] = {}
         for a in legs:
@@ -234,12 +241,18 @@ class Transitions:
                 target = TradeState.CLOSED
                 columns["state"] = target
             else:
-                engine["hedge"] = {"mode": "reduced", "volume": done.get("volume"), "reason": result.get("note")}
+                engine["hedge"] = {
+                    "mode": "reduced",
+                    "volume": done.get("volume"),
+                    "reason": result.get("note"),
+                }
         if primary_type == ActionType.CLOSE_HEDGE.value:
             engine["hedge"] = None
         if target is TradeState.CLOSED:
             columns.update(closed_at=now, close_reason=close_reason or tr["reason"], armed=0)
-        position = self.executor.broker.position(trade.identifier) if target is not TradeState.CLOSED else None
+        position = (
+            self.executor.broker.position(trade.identifier) if target is not TradeState.CLOSED else None
+        )
         if position is not None:
             columns.update(volume=position.volume, sl=position.sl, tp=position.tp,
                            closed_volume=max(0.0, trade.initial_volume - position.volume))  # fmt: skip
@@ -266,7 +279,9 @@ class Transitions:
             result = self._run(epoch, action, trade, self.context(trade, None))
             self._after_secondary(epoch, action, trade, result, now)
 
-    def _after_secondary(self, epoch: int, action: Action, trade: Trade, result: Result, now: datetime) -> None:
+    def _after_secondary(
+        self, epoch: int, action: Action, trade: Trade, result: Result, now: datetime
+    ) -> None:
         if result.status is ActionStatus.DONE and action.action_type == ActionType.RE_ADD_POSITION.value:
             if result.detail.get("identifier") == trade.identifier:
                 self._netted_re_add(epoch, trade, float(result.detail.get("volume") or 0.0))
@@ -299,7 +314,9 @@ class Transitions:
         self.store.update_trades(epoch, {trade.identifier: update})
 
     def _emit(self, event: Any, now: datetime, trade: Trade, **fields: Any) -> None:
-        self.notifier.emit(Event(event, now, {"identifier": trade.identifier, "symbol": trade.symbol, **fields}))
+        self.notifier.emit(
+            Event(event, now, {"identifier": trade.identifier, "symbol": trade.symbol, **fields})
+        )
 
 
 __all__ = ["Transitions"]

@@ -8,7 +8,7 @@ from typing import Any, Final
 
 import apsw
 
-from dtms.lease import ENGINE_LEASE, LeaseRow, TakeoverReason, shares_boot_clock
+from dtms.lease import ENGINE_LEASE, EpochRecord, LeaseRow, StopProof, TakeoverReason, shares_boot_clock
 from dtms.models import Holder, LeaseInfo, LeaseState
 from dtms.store.db import StoreCore, from_iso, iso
 
@@ -18,12 +18,14 @@ _LEASE_COLUMNS: Final = (
     "lock_inode, clock_offset_ms"
 )
 
+_LEASE_FIELDS: Final = tuple(c.strip() for c in _LEASE_COLUMNS.split(","))
+
 
 def _row(values: tuple[Any, ...]) -> LeaseRow:
-    *head, released, lock_held, lock_inode, offset = values
-    return LeaseRow(
-        *head, released=bool(released), lock_held=bool(lock_held), lock_inode=lock_inode, clock_offset_ms=offset
-    )
+    row: dict[str, Any] = dict(zip(_LEASE_FIELDS, values, strict=True))
+    for flag in ("released", "lock_held"):
+        row[flag] = bool(row[flag])
+    return LeaseRow(**row)
 
 
 def _offset_ms(wall: datetime, boot_ms: int) -> int:
@@ -70,9 +72,22 @@ class LeasesMixin(StoreCore):
             if reason is None:
                 return None
             values = (
-                holder.name, holder.host, holder.pid, holder.proc_start, holder.boot_id, holder.token,
-                wall, wall, expires_wall, now_boot_ms + ttl_ms, ttl_ms, now_boot_ms, wall,
-                int(lock_inode is not None), lock_inode, offset,
+                holder.name,
+                holder.host,
+                holder.pid,
+                holder.proc_start,
+                holder.boot_id,
+                holder.token,
+                wall,
+                wall,
+                expires_wall,
+                now_boot_ms + ttl_ms,
+                ttl_ms,
+                now_boot_ms,
+                wall,
+                int(lock_inode is not None),
+                lock_inode,
+                offset,
             )
             if row is None:
                 epoch = 1
@@ -130,8 +145,15 @@ class LeasesMixin(StoreCore):
                 "loop_beat_at = coalesce(?, loop_beat_at), lock_held = CASE WHEN ? IS NULL THEN lock_held ELSE 1 END, "
                 "lock_inode = coalesce(?, lock_inode), clock_offset_ms = ? WHERE name = ?",
                 (
-                    iso(now), iso(now + timedelta(milliseconds=ttl_ms)), expires_boot_ms, ttl_ms,
-                    loop_beat_boot_ms, beat_at, lock_inode, lock_inode, _offset_ms(now, expires_boot_ms - ttl_ms),
+                    iso(now),
+                    iso(now + timedelta(milliseconds=ttl_ms)),
+                    expires_boot_ms,
+                    ttl_ms,
+                    loop_beat_boot_ms,
+                    beat_at,
+                    lock_inode,
+                    lock_inode,
+                    _offset_ms(now, expires_boot_ms - ttl_ms),
                     name,
                 ),
             )
@@ -150,13 +172,39 @@ class LeasesMixin(StoreCore):
             )
 
     def lease_history(self, name: str = ENGINE_LEASE) -> list[dict[str, Any]]:
-        """Every epoch ever granted, oldest first: holder, time and why it was granted."""
+        """Every epoch ever granted, oldest first: holder, time, why it was granted, and when and how it was
+        proven to send no more (None while unproven)."""
         rows = self._rows(
-            "SELECT epoch, holder_name, host, pid, token, acquired_at, reason FROM lease_history "
-            "WHERE name = ? ORDER BY epoch",
+            "SELECT epoch, holder_name, host, pid, token, acquired_at, reason, stopped_at, stopped_how "
+            "FROM lease_history WHERE name = ? ORDER BY epoch",
             (name,),
         )
-        return [{**r, "acquired_at": from_iso(r["acquired_at"])} for r in rows]
+        return [{**r, "acquired_at": from_iso(r["acquired_at"]), "stopped_at": from_iso(r["stopped_at"])}
+                for r in rows]  # fmt: skip
+
+    def epoch_record(self, epoch: int, name: str = ENGINE_LEASE) -> EpochRecord | None:
+        """Who held `epoch`, and how it was proven stopped; None for an epoch never granted."""
+        rows = self._rows(
+            "SELECT epoch, holder_name, host, pid, proc_start, boot_id, token, stopped_how FROM lease_history "
+            "WHERE name = ? AND epoch = ?",
+            (name, epoch),
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        how = None if r["stopped_how"] is None else StopProof(r["stopped_how"])
+        return EpochRecord(r["epoch"], r["holder_name"], r["host"], r["pid"], r["proc_start"], r["boot_id"],
+                           r["token"], how)  # fmt: skip
+
+    def record_stopped(self, epoch: int, how: StopProof, name: str = ENGINE_LEASE) -> None:
+        """Record that `epoch`'s holder can send no more; the first proof stays. Not fenced: any process that
+        has the proof may write it (it says something about the past, never grants anything)."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE lease_history SET stopped_at = ?, stopped_how = ? "
+                "WHERE name = ? AND epoch = ? AND stopped_how IS NULL",
+                (iso(self.clock.utc_now()), StopProof(how).value, name, epoch),
+            )
 
     def lease(self, name: str = ENGINE_LEASE) -> LeaseInfo | None:
         """Who leads, with which epoch, how fresh: read from the database, never from the lock file."""
@@ -165,7 +213,9 @@ class LeasesMixin(StoreCore):
             return None
         now = self.clock.utc_now()
         now_boot = self.clock.boot_ms()
-        same_boot = shares_boot_clock(row, boot_id=self.clock.boot_id(), clock_offset_ms=_offset_ms(now, now_boot))
+        same_boot = shares_boot_clock(
+            row, boot_id=self.clock.boot_id(), clock_offset_ms=_offset_ms(now, now_boot)
+        )
         expires_at = from_iso(row.expires_at)
         if row.released:
             state = LeaseState.RELEASED
@@ -176,8 +226,12 @@ class LeasesMixin(StoreCore):
         holder = None
         if row.holder_name is not None:
             holder = Holder(
-                name=row.holder_name, host=row.host or "", pid=row.pid or 0, proc_start=row.proc_start,
-                boot_id=row.boot_id, token=row.token or "",
+                name=row.holder_name,
+                host=row.host or "",
+                pid=row.pid or 0,
+                proc_start=row.proc_start,
+                boot_id=row.boot_id,
+                token=row.token or "",
             )
         renewed_at = from_iso(row.renewed_at)
         expires_in = loop_age = None

@@ -1,6 +1,9 @@
 """Chaos: engine nodes killed and paused at random, some in the middle of a broker send, while trades arrive.
 
-Reduced in the default run; the full run (10 000 trades, 200 kills, 10 pauses) is:
+Inside the send window (the row marked SENT, the request not yet at the terminal) a node may also stop itself
+(SIGSTOP) or hang past its lease, and its request reaches the terminal only later; both with kill-before-resend
+(`election.stonith`, the default) and without it. Reduced in the default run; the full run (10 000 trades,
+200 kills, 10 pauses) is:
 
     DTMS_CHAOS=full pytest -m chaos tests/chaos -s
 
@@ -11,6 +14,7 @@ executed request journaled and executed at most once; every intent resolved; eve
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -24,21 +28,25 @@ from typing import Any
 
 import pytest
 import apsw
-from chaosproc import ELECTION, run_chaos_node
+from chaosproc import ELECTION, HANG_S, run_chaos_node
 
 import dtms
 import dtms.sim
 from dtms.broker import MT5Broker
 from tests.process_helpers import EventPipe
 
-pytestmark = [pytest.mark.chaos, pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL/SIGSTOP are POSIX")]
+pytestmark = [
+    pytest.mark.chaos,
+    pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL/SIGSTOP are POSIX"),
+]
 
 FULL = os.environ.get("DTMS_CHAOS") == "full"
 TRADES = 10_000 if FULL else 60
 KILLS = 200 if FULL else 12
 PAUSES = 10 if FULL else 2
 NODES = 4 if FULL else 3
-CRASH_PROBABILITY = 0.15
+#: Per send: SIGKILL around it, SIGSTOP inside its window, or a hang past the lease inside it.
+FAULTS = {"crash": 0.15, "pause": 0.04, "hang": 0.02 if FULL else 0.03}
 SEED = int(os.environ.get("DTMS_CHAOS_SEED", "11"))
 #: Spawning an interpreter with dtms and numpy on a loaded 2-core runner.
 SPAWN_DEADLINE_S = 60.0
@@ -49,9 +57,10 @@ SETTLE_DEADLINE_S = 120.0 if FULL else 60.0
 
 
 class Chaos:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, stonith: bool) -> None:
         import multiprocessing as mp
 
+        self.stonith = stonith
         self.ctx = mp.get_context("spawn")
         self.db, self.sim = str(tmp / "dtms.db"), str(tmp / "sim.db")
         # One pipe per process, not a shared Queue: a node killed or paused while holding a Queue's
@@ -61,14 +70,17 @@ class Chaos:
         self.serial = 0
         self.started: list[dict[str, Any]] = []
         self.crashes: list[dict[str, Any]] = []
+        self.window: list[dict[str, Any]] = []  # pauses and hangs inside the send window
+        self.late: list[dict[str, Any]] = []  # their requests, reaching the terminal afterwards
+        self.continued: set[int] = set()
 
     def spawn(self) -> str:
         name = f"n{self.serial}"
         self.serial += 1
         reader, writer = self.ctx.Pipe(duplex=False)
         self.readers[name] = reader
-        proc = self.ctx.Process(target=run_chaos_node, args=(self.db, self.sim, name, EventPipe(writer),
-                                CRASH_PROBABILITY, SEED * 1000 + self.serial), name=name, daemon=True)  # fmt: skip
+        proc = self.ctx.Process(target=run_chaos_node, args=(self.db, self.sim, name, EventPipe(writer), FAULTS,
+                                SEED * 1000 + self.serial, self.stonith), name=name, daemon=True)  # fmt: skip
         proc.start()
         self.procs[name] = proc
         return name
@@ -90,6 +102,24 @@ class Chaos:
                     self.started.append(event)
                 elif event["kind"] == "crash":
                     self.crashes.append(event)
+                elif event["kind"] in ("pause", "hang"):
+                    self.window.append(event)
+                elif event["kind"] == "late_send":
+                    self.late.append(event)
+
+    def continue_superseded(self, everything: bool = False) -> None:
+        """SIGCONT nodes that stopped themselves inside a send once a newer epoch began (or all of them): their
+        request then reaches the terminal late, as a paused process's would."""
+        newest = max((e["epoch"] for e in self.started), default=0)
+        for event in self.window:
+            if (
+                event["kind"] == "pause"
+                and event["pid"] not in self.continued
+                and (everything or newest > event["epoch"])
+            ):
+                self.continued.add(event["pid"])
+                with contextlib.suppress(ProcessLookupError):  # killed by the new leader (stonith)
+                    os.kill(event["pid"], signal.SIGCONT)
 
     def replace_dead(self) -> None:
         for name, proc in list(self.procs.items()):
@@ -106,6 +136,7 @@ class Chaos:
             if newer:
                 return newer[0]
             assert time.monotonic() < deadline, f"no leader after epoch {after}; started: {self.started[-3:]}"
+            self.continue_superseded()
             self.replace_dead()
             advance(term, 5)
 
@@ -113,13 +144,14 @@ class Chaos:
         """Let the leader resolve every pending transition and open action, then stop every node at a moment
         when nothing is open (the engine keeps deciding while it runs; a kill may race a new transition, so
         then one node settles again)."""
-        deadline = time.monotonic() + SETTLE_DEADLINE_S
+        deadline = time.monotonic() + SETTLE_DEADLINE_S + HANG_S
         while True:
             while store.open_actions() or store.pending_transitions():
                 assert time.monotonic() < deadline, f"unresolved: {store.open_actions()[:3]}"
-                advance(term, 15)  # an UNKNOWN row is decided after 10 s of terminal time
+                advance(term, 15)  # an UNKNOWN row is decided 10 s (or, from an earlier epoch, 15 s) later
                 time.sleep(0.05)
                 self.drain()
+                self.continue_superseded(everything=True)
                 self.replace_dead()
             self.reap()
             self.procs.clear()
@@ -175,11 +207,15 @@ def _open_and_register(broker: MT5Broker, store: dtms.Store, rng: random.Random)
     return out.identifier
 
 
-def test_chaos_keeps_every_invariant(tmp_path: Path) -> None:
-    """Kills, pauses and crashes inside sends: nothing lost, nothing duplicated, nothing executed twice."""
+@pytest.mark.parametrize("stonith", [True, False], ids=["kill_before_resend", "stonith_off"])
+def test_chaos_keeps_every_invariant(tmp_path: Path, stonith: bool) -> None:
+    """Kills, pauses, crashes, pauses and hangs inside sends: nothing lost, nothing duplicated, nothing executed
+    twice, every executed request journaled DONE."""
     rng = random.Random(SEED)  # noqa: S311  # a reproducible schedule
-    c = Chaos(tmp_path)
-    term = dtms.sim.open(c.sim, clock="manual", seed=SEED, balance=1e9 if FULL else 1e6)  # margin for every entry
+    c = Chaos(tmp_path, stonith)
+    term = dtms.sim.open(
+        c.sim, clock="manual", seed=SEED, balance=1e9 if FULL else 1e6
+    )  # margin for every entry
     term.advance(2 * 86_400)
     dtms.open(c.db).close()
     broker = MT5Broker(term)
@@ -221,7 +257,8 @@ def test_chaos_keeps_every_invariant(tmp_path: Path) -> None:
                         # A follower may have spent a busy timeout (5 s) on a takeover attempt while the lock
                         # was briefly held; without any lock now, a takeover must follow.
                         epoch = c.wait_started(lease.epoch, term)["epoch"]
-                os.kill(victim.pid, signal.SIGCONT)
+                with contextlib.suppress(ProcessLookupError):  # the new leader killed it (stonith)
+                    os.kill(victim.pid, signal.SIGCONT)
                 pauses += 1
             elif kills < KILLS:
                 t_kill = time.monotonic()
@@ -234,11 +271,14 @@ def test_chaos_keeps_every_invariant(tmp_path: Path) -> None:
         elapsed = time.monotonic() - t0
         _check(store, term, broker, registered)
         actions = Counter(a.status.value for a in store.actions(limit=10**7))
+        window = Counter(f"{e['kind']}:{e['action_type']}" for e in c.window)
+        proofs = Counter(h["stopped_how"] for h in store.lease_history())
         epochs = [h["epoch"] for h in store.lease_history()]
         print(f"\nchaos: {len(registered)} trades, {kills} kills (takeover p50 {statistics.median(gaps):.1f} ms, "
               f"max {max(gaps):.1f} ms), {pauses} pauses ({stalls} inside a write transaction), {len(c.crashes)} crashes inside sends "
               f"({sum(e['after_send'] for e in c.crashes)} after the terminal executed), {len(epochs)} epochs, "
-              f"actions {dict(actions)}, {elapsed:.0f} s")  # fmt: skip
+              f"faults inside the send window {dict(window)} ({len(c.late)} reached the terminal late), "
+              f"proofs {dict(proofs)}, actions {dict(actions)}, {elapsed:.0f} s")  # fmt: skip
     finally:
         c.reap()
 

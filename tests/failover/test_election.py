@@ -93,12 +93,17 @@ def test_graceful_stop_hands_over_without_waiting_for_the_ttl(db):
 
 
 def test_stopped_leader_is_replaced_and_fenced_when_it_resumes(db):
-    """SIGSTOP past the TTL: a follower leads; after SIGCONT the old leader is fenced and knows it (I2, I5)."""
+    """SIGSTOP past the TTL: a follower leads; after SIGCONT the old leader is fenced and knows it (I2, I5).
+
+    With `election.stonith = false` (the opt-out; by default the follower kills it): the resumed leader's loop
+    ends on the lost lease and records that its epoch sends no more (`quiesced`), the proof a new leader needs
+    before it may conclude the old epoch's in-flight requests not applied."""
+    timings = {**SHORT_TTL, "stonith": False}
     with cluster(db) as c:
-        c.spawn("a", SHORT_TTL, audit=True)
+        c.spawn("a", timings, audit=True)
         c.wait("ready", SPAWN_DEADLINE_S, name="a")
         old = c.wait("started", CRASH_DEADLINE_S, name="a")
-        c.spawn("b", SHORT_TTL, audit=True)
+        c.spawn("b", timings, audit=True)
         c.wait("ready", SPAWN_DEADLINE_S, name="b")
         c.kill("a", signal.SIGSTOP)
         ttl = SHORT_TTL["lease_ttl_s"]
@@ -115,7 +120,9 @@ def test_stopped_leader_is_replaced_and_fenced_when_it_resumes(db):
         after_resume = [r[0] for r in store._conn.execute("SELECT epoch FROM audit WHERE pid = ? AND seq > "
                         "(SELECT min(seq) FROM audit WHERE epoch = ?)", (c.procs["a"].pid, new["epoch"]))]
         assert after_resume == []  # the resumed process committed nothing once epoch 2 had begun
-        assert store.lease_history()[-1]["reason"] == "expired"
+        history = store.lease_history()
+        assert history[-1]["reason"] == "expired"
+        assert history[old["epoch"] - 1]["stopped_how"] == "quiesced"
 
 
 def test_child_forked_by_the_leader_neither_leads_nor_keeps_the_lock(db, tmp_path):

@@ -126,7 +126,9 @@ def peers(tmp_path):
 
 @pytest.mark.parametrize("kind", sorted(PREFIXES))
 @pytest.mark.parametrize("foreign_leads", [False, True], ids=["foreign_follows", "foreign_leads"])
-def test_a_peer_with_another_view_of_time_never_takes_over_a_live_leader(tmp_path, peers, kind, foreign_leads):
+def test_a_peer_with_another_view_of_time_never_takes_over_a_live_leader(
+    tmp_path, peers, kind, foreign_leads
+):
     if not _available(kind, tmp_path):
         pytest.skip(f"cannot run a process in a {kind.replace('_', ' ')} here (needs unshare and privileges)")
     dtms.open(tmp_path / "dtms.db").close()
