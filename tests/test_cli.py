@@ -353,7 +353,7 @@ def test_a_file_that_is_not_a_database_exits_1(tmp_path: Path) -> None:
     path.write_text("hello " * 50)
     result = CliRunner().invoke(cli, ["--db", str(path), "trades"])
     assert result.exit_code == 1
-    assert "not a healthy dtms database" in result.stderr
+    assert "is not a dtms database" in result.stderr
 
 
 def test_unknown_command_is_exit_2() -> None:

@@ -47,9 +47,13 @@ class App:
 
     db: Path
 
-    def store(self, *, create: bool = False) -> dtms.Store:
-        """Open the database; read commands never create one (`StoreNotFoundError` → exit 1)."""
-        return dtms.open(self.db, create=create)
+    def store(self, *, create: bool = False, write: bool = False) -> dtms.Store:
+        """Open the database: read-only unless the command writes (`write=True`) or may create it (`create=True`).
+
+        A read-only open changes nothing, refuses a file that is not a dtms database (another application's
+        SQLite file, an empty file) with exit 1, and works on a read-only file system (issue 11, point 5).
+        """
+        return dtms.open(self.db, create=create, readonly=not (create or write))
 
 
 pass_app = click.make_pass_decorator(App)
@@ -436,7 +440,7 @@ def unregister_command(app: App, ticket: int, reason: str, as_json: bool) -> Non
     The trade becomes CLOSED with the reason; the broker position is not touched. Unregistering a closed
     trade changes nothing and exits 0; an unknown ticket exits 1.
     """
-    with app.store() as store:
+    with app.store(write=True) as store:
         require_trade(store, ticket)
         changed = store.unregister_trade(ticket, reason=reason)
         trade = require_trade(store, ticket)

@@ -16,6 +16,7 @@ import click
 import dtms
 from dtms.cli import App, FilePath, cli, fields_table, json_option, pass_app, print_json, print_table, table
 from dtms.config import Config
+from dtms.store.db import DIR_MODE
 from rich.console import Console
 
 config_option = click.option(
@@ -25,7 +26,12 @@ config_option = click.option(
 
 
 def load_config(path: Path | None, *, server_time_default: int | None = None) -> Config:
-    """The effective config; `server_time_default` fills broker.server_time when nothing sets it (the sim)."""
+    """The effective config; `server_time_default` fills broker.server_time when nothing sets it (the sim).
+
+    A file that is not UTF-8 TOML is a usage error (exit 2) naming it, not a traceback (issue 11, point 5).
+    """
+    if path is not None:
+        read_toml(path)
     env = dict(os.environ)
     if server_time_default is not None and "DTMS__BROKER__SERVER_TIME" not in env:
         probe = Config.load(path, env={k: v for k, v in env.items() if k != "DTMS__BROKER__SERVER_TIME"}) \
@@ -35,12 +41,40 @@ def load_config(path: Path | None, *, server_time_default: int | None = None) ->
     return Config.load(path, env=env)
 
 
-def _file_sets_server_time(path: Path) -> bool:
+def read_toml(path: Path) -> dict[str, Any]:
+    """The TOML file's data; `click.BadParameter` (exit 2) when it cannot be read, is not UTF-8 or not TOML."""
     import tomllib
 
-    with path.open("rb") as fh:
-        data = tomllib.load(fh)
-    return "server_time" in (data.get("broker") or {})
+    hint = "'--config' / DTMS_CONFIG"
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        why = f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        raise click.BadParameter(why, param_hint=hint) from exc
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc.strerror or exc}", param_hint=hint) from exc
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise click.BadParameter(f"{path} is not valid TOML: {exc}", param_hint=hint) from exc
+
+
+def _file_sets_server_time(path: Path) -> bool:
+    broker = read_toml(path).get("broker")
+    return isinstance(broker, dict) and "server_time" in broker
+
+
+def make_private_dirs(directory: Path) -> None:
+    """Create `directory` and every missing parent owner-only (0o700), as the store does for its own.
+
+    `Path.mkdir(mode, parents=True)` gives only the last one `mode`; the parents get the umask's.
+    """
+    directory = directory.expanduser().absolute()
+    missing = [d for d in (directory, *directory.parents) if not d.exists()]
+    for path in reversed(missing):
+        path.mkdir(mode=DIR_MODE, exist_ok=True)
+        # mkdir's mode is filtered by the umask: a 0o077 umask is fine, a 0o277 one would leave it unusable.
+        os.chmod(path, DIR_MODE)
 
 
 @cli.command("run")
@@ -70,9 +104,9 @@ def run_command(app: App, broker_kind: str, sim_path: Path | None, name: str | N
 
         if sim_path is None:
             raise click.UsageError("--broker sim needs --sim PATH")
-        sim_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        config = load_config(config_path, server_time_default=0)  # first: a bad config creates nothing
+        make_private_dirs(sim_path.parent)
         term = dtms.sim.open(sim_path)
-        config = load_config(config_path, server_time_default=0)
         broker = MT5Broker(term)
         now = term.now
     else:
@@ -167,7 +201,7 @@ def status_command(app: App, as_json: bool) -> None:
 @pass_app
 def halt_command(app: App, reason: str) -> None:
     """Stop all broker requests and deep checks (fast checks keep observing) until `dtms resume`."""
-    with app.store() as store:
+    with app.store(write=True) as store:
         store.set_setting("trading.halted", True)
         store.set_setting("trading.halted_reason", reason)
     click.echo("halted: no broker requests until `dtms resume`")
@@ -177,7 +211,7 @@ def halt_command(app: App, reason: str) -> None:
 @pass_app
 def resume_command(app: App) -> None:
     """Lift `dtms halt`: pending actions are reconciled and sent again."""
-    with app.store() as store:
+    with app.store(write=True) as store:
         store.set_setting("trading.halted", False)
     click.echo("resumed")
 
@@ -191,7 +225,7 @@ def rails_group() -> None:
 @pass_app
 def rails_reset_command(app: App) -> None:
     """Clear the consecutive-stops rail for today (the loss rails clear by themselves)."""
-    with app.store() as store:
+    with app.store(write=True) as store:
         store.set_setting("rails.reset_at", store.clock.utc_now().isoformat())
     click.echo("consecutive-stops rail reset")
 
@@ -226,6 +260,8 @@ def config_group() -> None:
 @json_option
 def config_show_command(config_path: Path | None, as_json: bool) -> None:
     """Print the effective configuration (defaults, then --config, then DTMS__ environment overrides)."""
+    if config_path is not None:
+        read_toml(config_path)
     try:
         config = Config.load(config_path)
     except dtms.ConfigError as exc:
@@ -318,4 +354,4 @@ def replay_command(bars: Path, symbol: str | None, entries_path: Path | None, ev
         click.echo(f"plot written to {plot_path}", err=True)
 
 
-__all__ = ["load_config", "status_data"]
+__all__ = ["load_config", "make_private_dirs", "read_toml", "status_data"]
