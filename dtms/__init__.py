@@ -38,6 +38,7 @@ from dtms.models import (
     Transition,
 )
 from dtms.node import Node
+from dtms.paths import default_db_path
 from dtms.store import Store, open
 
 try:
@@ -78,5 +79,6 @@ __all__ = [
     "Transition",
     "UsedAfterForkError",
     "__version__",
+    "default_db_path",
     "open",
 ]

@@ -191,13 +191,79 @@ def clean_comment(comment: str) -> str:
     return _COMMENT_BAD.sub("", comment)[:COMMENT_MAX]
 
 
-def action_tag(kind: Literal["c", "h", "r"], action_id: int, identifier: int | None = None) -> str:
-    """The comment dtms puts on a request: `dtms-c…` closes, `dtms-h<identifier>…` hedges, `dtms-r…` re-adds.
+_BASE36: Final = "0123456789abcdefghijklmnopqrstuvwxyz"
+_DATABASE_TAG: Final = re.compile(r"[0-9a-z]{4}")
+_TAG: Final = re.compile(r"dtms-([0-9a-z]{4})([chr])([0-9a-z]*)-([0-9a-z]+)")
+_LEGACY_TAG: Final = re.compile(r"dtms-([chr])([0-9]*)a([0-9]+)")
+TagKind = Literal["c", "h", "r"]
+
+
+def _base36(value: int) -> str:
+    digits = ""
+    while True:
+        value, rest = divmod(value, 36)
+        digits = _BASE36[rest] + digits
+        if not value:
+            return digits
+
+
+@dataclass(frozen=True, slots=True)
+class ActionTag:
+    """What a dtms order comment says.
+
+    Which database sent it (None in tags older than database ids), the kind (`c` close, `h` hedge, `r`
+    re-add), the trade's identifier when it fitted, and the journal's action id.
+    """
+
+    database: str | None
+    kind: TagKind
+    identifier: int | None
+    action_id: int
+
+
+def action_tag(
+    kind: TagKind, action_id: int, identifier: int | None = None, database: str | None = None
+) -> str:
+    """The comment dtms puts on a request: `c` closes, `h` hedges, `r` re-adds.
 
     The journal's action id in it finds the request again in the deal history after a crash; the trade's
-    identifier re-links a hedge or re-add leg. Cleaned to 26 characters (identifiers of up to 17 digits fit).
+    identifier re-links a hedge or re-add leg. With `database` (the store's `database_tag`, 4 characters of
+    `[0-9a-z]`) the tag also says which database sent it — `dtms-<database><kind><identifier>-<action id>`,
+    numbers in base 36 — so a leader can spot another database's requests on its account (issue 11, point 4).
+    That always fits 26 characters: a 17-digit identifier takes 11, leaving 4 (1.6 million) for the action id;
+    an action id that does not fit beside the identifier drops the identifier, which its journal row keeps.
+    Without `database`, the older `dtms-<kind><identifier>a<action id>` (which a long identifier can cut).
     """
-    return clean_comment(f"dtms-{kind}{'' if identifier is None else identifier}a{action_id}")
+    if database is None:
+        return clean_comment(f"dtms-{kind}{'' if identifier is None else identifier}a{action_id}")
+    if not _DATABASE_TAG.fullmatch(database):
+        raise ValueError(f"database must be 4 characters of [0-9a-z], got {database!r}")
+    if kind not in ("c", "h", "r") or action_id < 1 or (identifier is not None and identifier < 1):
+        raise ValueError(f"bad action tag parts: {kind!r}, {action_id!r}, {identifier!r}")
+    act = _base36(action_id)
+    tag = f"dtms-{database}{kind}{'' if identifier is None else _base36(identifier)}-{act}"
+    if len(tag) > COMMENT_MAX:
+        tag = f"dtms-{database}{kind}-{act}"
+    if len(tag) > COMMENT_MAX:  # an action id above 36**15: never, but never a cut tag either
+        raise ValueError(f"action id {action_id} does not fit an order comment")
+    return tag
+
+
+def parse_action_tag(comment: str) -> ActionTag | None:
+    """The parts of a dtms order comment (either form `action_tag` writes), or None for any other comment.
+
+    Case-insensitive, in case a broker changes the case of comments.
+    """
+    text = comment.strip().lower()
+    found = _TAG.fullmatch(text)
+    if found is not None:
+        database, kind, ident, act = found.groups()
+        return ActionTag(database, kind, int(ident, 36) if ident else None, int(act, 36))  # type: ignore[arg-type]
+    legacy = _LEGACY_TAG.fullmatch(text)
+    if legacy is not None:
+        kind, ident, act = legacy.groups()
+        return ActionTag(None, kind, int(ident) if ident else None, int(act))  # type: ignore[arg-type]
+    return None
 
 
 class Broker(Protocol):
@@ -261,6 +327,7 @@ class Broker(Protocol):
 __all__ = [
     "COMMENT_MAX",
     "Account",
+    "ActionTag",
     "Broker",
     "Deal",
     "Direction",
@@ -269,7 +336,9 @@ __all__ = [
     "OutcomeKind",
     "Position",
     "SymbolSpec",
+    "TagKind",
     "Tick",
     "action_tag",
     "clean_comment",
+    "parse_action_tag",
 ]

@@ -14,6 +14,8 @@ from dtms.engine import cadence, machine
 from dtms.engine import rails as rl
 from dtms.engine import signals as sg
 from dtms.engine.execute import Context, Executor
+from dtms.engine.foreign import RAIL as FOREIGN_RAIL
+from dtms.engine.foreign import ForeignWatch
 from dtms.engine.guard import Guard
 from dtms.engine.market import spread_points, symbol_key
 from dtms.engine.symbols import DEFAULT_TIMEFRAMES, SymbolData, check_timeframes
@@ -61,6 +63,7 @@ class Engine:
         self.symbols: dict[str, SymbolData] = {}
         self._tick_no = 0
         self.guard = Guard(store, broker, config, self._emit)
+        self.foreign = ForeignWatch(store, broker, self._emit)
         self._ticks: dict[str, Tick] = {}
         self._specs: dict[str, SymbolSpec] = {}
         self._counters = {"fast_checks": 0, "deep_checks": 0, "transitions": 0}
@@ -83,6 +86,7 @@ class Engine:
     def reconcile(self, epoch: int, now: datetime) -> None:
         """Drive every pending transition and open action from the journal before any new decision."""
         self._last_reconcile = now
+        self._hold_if(self.foreign.scan_deals(epoch, now))  # before anything is driven, at start too
         for tr in self.store.pending_transitions():
             self.transitions.drive(epoch, tr["transition_id"], now)
         for trade in self.store.list_trades():
@@ -129,6 +133,8 @@ class Engine:
                 log.warning("dtms: positions unavailable: %s", exc)
                 snapshot = None
             self.guard.update(epoch, now, halted, None if snapshot is None else frozenset(snapshot), self.symbols)
+            self._hold_if(self.foreign.tripped() if snapshot is None
+                          else self.foreign.observe_positions(epoch, now, snapshot.values()))  # fmt: skip
             updates: dict[int, TradeUpdate] = {}
             for trade in trades:
                 try:
@@ -144,6 +150,14 @@ class Engine:
             if self._last_reconcile is None or now - self._last_reconcile >= interval:
                 self.reconcile(epoch, now)
         self._write_status(epoch, now, halted)
+
+    def _hold_if(self, foreign: bool) -> None:
+        """The foreign-database rail on top of the guard's account rails: REDUCING, nothing risk-adding."""
+        tripped = tuple(t for t in self.guard.tripped.get("account", ()) if t != FOREIGN_RAIL)
+        if foreign:
+            self.guard.account_state = rl.worse(self.guard.account_state, rl.TradingState.REDUCING)
+            tripped = (*tripped, FOREIGN_RAIL)
+        self.guard.tripped["account"] = tripped
 
     def next_due(self, now: datetime) -> datetime | None:
         """The earliest time from `now` at which a tick would change anything; None without open trades.
