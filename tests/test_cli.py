@@ -62,30 +62,31 @@ def test_trades_lists_open_trades_in_a_table(run: Any, seeded: dtms.Store) -> No
     assert "1001" in result.stdout
     assert "GBPUSD" in result.stdout
     assert "1003" not in result.stdout
-    assert "2 trade(s)" in result.stdout
+    assert "2 of 2 open trade(s), newest first" in result.stdout
+    assert "more not shown" not in result.stdout
 
 
 def test_trades_json_has_the_model_keys(run: Any, seeded: dtms.Store) -> None:
-    """--json prints a list of trades keyed by the Trade field names, with UTC times."""
+    """--json prints a list of trades, newest first, keyed by the Trade field names, with UTC times."""
     result = run("trades", "--json")
     assert result.exit_code == 0
     rows = json.loads(result.stdout)
-    assert [r["ticket"] for r in rows] == [1001, 1002]
+    assert [r["ticket"] for r in rows] == [1002, 1001]
     assert all(set(r) == set(Trade.model_fields) for r in rows)
-    assert rows[0]["direction"] == "BUY"
+    assert rows[1]["direction"] == "BUY"
     as_utc(rows[0]["registered_at"])
 
 
 @pytest.mark.parametrize(
     ("args", "tickets"),
     [
-        (["--all"], [1001, 1002, 1003]),
+        (["--all"], [1003, 1002, 1001]),
         (["--state", "closed"], [1003]),
-        (["--state", "HEALTHY"], [1001, 1002]),
+        (["--state", "HEALTHY"], [1002, 1001]),
     ],
 )
 def test_trades_filters(run: Any, seeded: dtms.Store, args: list[str], tickets: list[int]) -> None:
-    """--all includes closed trades; --state (any case) filters by state."""
+    """--all includes closed trades; --state (any case) filters by state; newest first."""
     result = run("trades", *args, "--json")
     assert result.exit_code == 0, result.output
     assert [r["ticket"] for r in json.loads(result.stdout)] == tickets
@@ -257,12 +258,14 @@ def test_unregister_bad_reason_is_exit_2(run: Any, seeded: dtms.Store) -> None:
 
 def test_lease_without_a_leader(run: Any, store: dtms.Store) -> None:
     """Before any election the lease reads 'none' with the same JSON keys as a real lease."""
+    database_id = store.database_id  # made by the first writer that asks
     human = run("lease")
     assert human.exit_code == 0
     assert "none" in human.stdout
     data = json.loads(run("lease", "--json").stdout)
-    assert set(data) == set(LeaseInfo.model_fields)
+    assert set(data) == {*LeaseInfo.model_fields, "database"}
     assert (data["state"], data["epoch"], data["holder"]) == ("none", None, None)
+    assert data["database"] == {"path": str(store.path), "id": database_id}
     as_utc(data["observed_at"])
 
 
@@ -270,14 +273,15 @@ def test_lease_with_a_leader(run: Any, store: dtms.Store) -> None:
     """The lease view names the holder, its epoch and a held state."""
     lead(store, "bot-1")
     lead(store, "bot-2")
+    database_id = store.database_id
     data = json.loads(run("lease", "--json").stdout)
-    assert set(data) == set(LeaseInfo.model_fields)
+    assert set(data) == {*LeaseInfo.model_fields, "database"}
     assert (data["state"], data["epoch"], data["transitions"]) == ("held", 2, 2)
     assert data["holder"]["name"] == "bot-2"
     assert data["expires_in_s"] > 0
     as_utc(data["renewed_at"])
     human = run("lease")
-    for text in ("bot-2", "held", "epoch", "expires in", "loop heartbeat age"):
+    for text in ("bot-2", "held", "epoch", "expires in", "loop heartbeat age", "database id", database_id):
         assert text in human.stdout
 
 
@@ -338,13 +342,15 @@ def test_db_path_from_the_environment(seeded: dtms.Store, db_path: Path) -> None
     assert len(json.loads(result.stdout)) == 2
 
 
-def test_default_path_is_data_dtms_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without --db or DTMS_DB the CLI reads data/dtms.db under the working directory."""
+def test_default_path_is_the_user_data_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --db or DTMS_DB the CLI reads dtms.db in the per-user data directory, not the working one."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DTMS_DB", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     result = CliRunner().invoke(cli, ["trades"])
     assert result.exit_code == 1
-    assert str(tmp_path / "data" / "dtms.db") in result.stderr
+    assert str(tmp_path / "xdg" / "dtms" / "dtms.db") in result.stderr
+    assert not (tmp_path / "data").exists()
 
 
 def test_a_file_that_is_not_a_database_exits_1(tmp_path: Path) -> None:
@@ -378,4 +384,4 @@ def test_python_dash_m_dtms_runs_the_cli(seeded: dtms.Store, db_path: Path) -> N
         check=False,
     )
     assert out.returncode == 0, out.stderr
-    assert [t["ticket"] for t in json.loads(out.stdout)] == [1001, 1002]
+    assert [t["ticket"] for t in json.loads(out.stdout)] == [1002, 1001]

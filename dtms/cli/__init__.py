@@ -12,6 +12,7 @@ database), give read commands `@json_option`, and print through `print_json` / `
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -28,11 +29,14 @@ from rich.table import Table
 import dtms
 from dtms.models import MAX_INT64, Action, LeaseInfo, Trade, TradeState, Transition
 
-#: Where the database is when neither --db nor DTMS_DB says otherwise (relative to the working directory).
-DEFAULT_DB: Final = "data/dtms.db"
+#: Where the database is when neither --db nor DTMS_DB says otherwise: shown in --help; resolved by
+#: `dtms.default_db_path()` (the per-user data directory, never the working directory: issue 11, point 4).
+DEFAULT_DB: Final = "<user data dir>/dtms.db"
 DB_ENV: Final = "DTMS_DB"
 #: NOTE: a lease renews every few seconds; one refresh a second shows every renewal without load.
 WATCH_INTERVAL_S: Final = 1.0
+#: Trades `dtms trades` shows unless --limit says otherwise: a screenful, and fast on any database.
+TRADES_LIMIT: Final = 50
 #: Actions shown under `dtms trade`: enough to see the last few decisions, short enough to read.
 TRADE_ACTIONS: Final = 10
 
@@ -43,9 +47,18 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @dataclass(frozen=True)
 class App:
-    """What every command gets: the database path from --db / DTMS_DB."""
+    """What every command gets: the database path from --db / DTMS_DB, else the per-user default."""
 
     db: Path
+    #: True when --db or DTMS_DB named the database; False for the default location.
+    explicit: bool = True
+
+    def account_db(self, login: int | None, server: str | None) -> Path:
+        """The database of this broker account: --db / DTMS_DB when given, else the account's own default
+        (`dtms.default_db_path(login, server)`), so every bot on one account shares one database."""
+        if self.explicit or login is None or server is None:
+            return self.db
+        return dtms.default_db_path(login, server)
 
     def store(self, *, create: bool = False, write: bool = False) -> dtms.Store:
         """Open the database: read-only unless the command writes (`write=True`) or may create it (`create=True`).
@@ -105,17 +118,16 @@ class FilePath(click.Path):
 @click.option(
     "--db",
     type=FilePath(),
-    default=DEFAULT_DB,
     envvar=DB_ENV,
-    show_default=True,
+    show_default=DEFAULT_DB,
     show_envvar=True,
     help="The dtms database shared by every bot process.",
 )
 @click.version_option(dtms.__version__, prog_name="dtms")
 @click.pass_context
-def cli(ctx: click.Context, db: Path) -> None:
+def cli(ctx: click.Context, db: Path | None) -> None:
     """dtms: inspect and manage the trades of a Defensive Trade Management System database."""
-    ctx.obj = App(db)
+    ctx.obj = App(db, explicit=True) if db is not None else App(dtms.default_db_path(), explicit=False)
 
 
 def main() -> None:
@@ -234,9 +246,10 @@ def _rows(items: Iterable[BaseModel], columns: Sequence[str]) -> list[list[Any]]
     return [[getattr(item, c) for c in columns] for item in items]
 
 
-def trades_table(trades: Sequence[Trade], title: str | None = None) -> Table:
+def trades_table(trades: Sequence[Trade], title: str | None = None, caption: str | None = None) -> Table:
     """The trade list as a table."""
-    return table(title, TRADE_COLUMNS, _rows(trades, TRADE_COLUMNS), caption=f"{len(trades)} trade(s)")
+    rows = _rows(trades, TRADE_COLUMNS)
+    return table(title, TRADE_COLUMNS, rows, caption=caption or f"{len(trades)} trade(s)")
 
 
 def transitions_table(rows: Sequence[Transition]) -> Table:
@@ -259,6 +272,37 @@ def require_trade(store: dtms.Store, ticket: int) -> Trade:
     return trade
 
 
+def iso_time(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    """An ISO-8601 date or time (`2026-01-05`, `2026-01-05T08:00`, `…Z`, `…+02:00`); no offset is UTC."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO-8601 date or time, e.g. 2026-01-05 or "
+                                 "2026-01-05T08:00Z") from None  # fmt: skip
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def print_json_stream(items: Iterable[str]) -> int:
+    """Print JSON texts as one JSON array, one item a line, each written as it comes (constant memory)."""
+    out = sys.stdout  # CliRunner swaps it too
+    count = 0
+    for item in items:
+        out.write(("[\n" if count == 0 else ",\n") + item)
+        count += 1
+    out.write("\n]\n" if count else "[]\n")
+    out.flush()
+    return count
+
+
+def _more(shown: int, total: int, limit: int | None) -> str | None:
+    """The note under a limited listing: how many more match, and how to see them."""
+    if limit is None or total <= shown:
+        return None
+    return f"{total - shown:,} more not shown: --limit N for more, --limit 0 for all"
+
+
 @cli.command("trades")
 @click.option(
     "--state",
@@ -266,16 +310,37 @@ def require_trade(store: dtms.Store, ticket: int) -> Trade:
     help="Only trades in this state.",
 )
 @click.option("--all", "include_closed", is_flag=True, help="Include CLOSED trades.")
+@click.option("--since", callback=iso_time, metavar="ISO-TIME",
+              help="Only trades registered at or after this time (UTC unless it has an offset).")  # fmt: skip
+@click.option(
+    "--limit",
+    type=click.IntRange(0, MAX_INT64),
+    default=TRADES_LIMIT,
+    show_default=True,
+    help="The newest N trades; 0 for all.",
+)
 @json_option
 @pass_app
-def trades_command(app: App, state: str | None, include_closed: bool, as_json: bool) -> None:
-    """List registered trades (open ones unless --all or --state)."""
+def trades_command(
+    app: App, state: str | None, include_closed: bool, since: datetime | None, limit: int, as_json: bool
+) -> None:
+    """List registered trades, newest first (open ones unless --all or --state)."""
+    cap = limit or None
     with app.store() as store:
-        trades = store.list_trades(state=state, include_closed=include_closed)
-    if as_json:
-        print_json([to_json(t) for t in trades])
-    else:
-        print_table(trades_table(trades))
+        total = store.count_trades(include_closed, state=state, since=since)
+        if as_json:
+            shown = print_json_stream(
+                store.iter_trades_json(state, include_closed=include_closed, since=since, limit=cap)
+            )
+            more = _more(shown, total, cap)
+            if more is not None:
+                click.echo(f"dtms: {shown:,} of {total:,} trades; {more}", err=True)
+            return
+        trades = list(store.iter_trades(state, include_closed=include_closed, since=since, limit=cap))
+    kind = f"{state.upper()} " if state else ("" if include_closed else "open ")
+    caption = f"{len(trades):,} of {total:,} {kind}trade(s), newest first"
+    more = _more(len(trades), total, cap)
+    print_table(trades_table(trades, caption=caption if more is None else f"{caption}; {more}"))
 
 
 @cli.command("trade")
@@ -455,24 +520,32 @@ def unregister_command(app: App, ticket: int, reason: str, as_json: bool) -> Non
 # -- the lease and health ---------------------------------------------------------------------------------
 
 
+def database_json(store: dtms.Store) -> dict[str, Any]:
+    """Which database this is: its absolute path and its id (null until a leader or a writer made one)."""
+    return {"path": str(store.path), "id": store.database_id}
+
+
 def lease_json(info: LeaseInfo | None, store: dtms.Store) -> dict[str, Any]:
     """The lease as JSON with the same keys whether or not there has ever been a leader."""
     if info is not None:
-        return to_json(info)
+        return {**to_json(info), "database": database_json(store)}
     empty: dict[str, Any] = dict.fromkeys(LeaseInfo.model_fields)
     empty.update(name="engine", state="none", lock_held=False, transitions=0)
     empty["observed_at"] = store.clock.utc_now().isoformat().replace("+00:00", "Z")
+    empty["database"] = database_json(store)
     return empty
 
 
-def lease_table(info: LeaseInfo | None) -> Table:
+def lease_table(info: LeaseInfo | None, store: dtms.Store) -> Table:
     """The lease as a field/value table."""
+    database = [("database", str(store.path)), ("database id", store.database_id)]
     if info is None:
-        return fields_table("Lease", [("state", "none"), ("holder", "no leader has ever been elected")])
+        return fields_table("Lease", [*database, ("state", "none"), ("holder", "no leader was ever elected")])
     holder = info.holder
     return fields_table(
         f"Lease {info.name}",
         [
+            *database,
             ("holder", None if holder is None else holder.name),
             ("host", None if holder is None else holder.host),
             ("pid", None if holder is None else holder.pid),
@@ -514,7 +587,7 @@ def lease_command(app: App, watch: bool, interval: float, count: int | None, as_
             if as_json:
                 print_json(lease_json(info, store))
             else:
-                print_table(lease_table(info))
+                print_table(lease_table(info, store))
             return
         watch_lease(store, interval, count, as_json)
 
@@ -536,9 +609,9 @@ def watch_lease(store: dtms.Store, interval: float, count: int | None, as_json: 
             if as_json:
                 print_json(lease_json(info, store), compact=True)
             elif live is not None:
-                live.update(lease_table(info), refresh=True)
+                live.update(lease_table(info, store), refresh=True)
             else:
-                out.print(lease_table(info))
+                out.print(lease_table(info, store))
     except KeyboardInterrupt:
         pass
     finally:
@@ -574,7 +647,37 @@ def health_command(app: App, as_json: bool) -> None:
         click.get_current_context().exit(1)
 
 
+# -- another database on this account -----------------------------------------------------------------
+
+
+@cli.group("foreign")
+def foreign_group() -> None:
+    """Another dtms database's requests on this account (the foreign-database rail)."""
+
+
+@foreign_group.command("ack")
+@click.option("--by", default="operator", show_default=True, help="Who acknowledges (kept with it).")
+@json_option
+@pass_app
+def foreign_ack_command(app: App, by: str, as_json: bool) -> None:
+    """Acknowledge the other databases seen on this account: the leader sends risk-adding requests again.
+
+    First make sure only one database manages the account (stop the bots of the other, or point them at
+    this one with --db / DTMS_DB). A database seen only after this trips the rail again.
+    """
+    from dtms.engine import foreign
+
+    with app.store(write=True) as store:
+        tags = foreign.acknowledge(store, by=by)
+    if as_json:
+        print_json({"acknowledged": tags, "database": str(app.db)})
+    elif tags:
+        click.echo(f"acknowledged {', '.join(tags)}: the rail clears at the leader's next tick")
+    else:
+        click.echo("no other database has been seen on this account; nothing to acknowledge")
+
+
 # The other command modules register themselves on `cli` when imported.
-from dtms.cli import operate  # noqa: E402, F401  # imported for its commands
+from dtms.cli import fence, operate  # noqa: E402, F401  # imported for their commands
 
 __all__ = ["DEFAULT_DB", "App", "Cli", "cli", "main"]
