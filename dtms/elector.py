@@ -15,7 +15,7 @@ from typing import Final
 
 from dtms.clock import Clock, clock_offset_ms, process_start_time
 from dtms.config import ElectionConfig
-from dtms.errors import LeaseLostError, StoreBusyError, StoreError, UsedAfterForkError
+from dtms.errors import LeaseLostError, StoreBusyError, StoreError, StoreFilesChangedError, UsedAfterForkError
 from dtms.fence import Fence, holder_alive
 from dtms.lease import LeaseRow, Observation, StopProof, TakeoverReason, may_take_over, observe
 from dtms.models import Holder
@@ -119,6 +119,7 @@ class Elector:
         self._stepping_down = False
         # Follower state.
         self._observation: Observation | None = None
+        self._quiesced: set[int] = set()  # epochs whose loop ended here, not yet recorded in the lease history
         self._seen: tuple[int, str | None, bool] | None = None
         _LIVE.add(self)
 
@@ -140,6 +141,7 @@ class Elector:
             and not self._fenced
             and not self._forked
             and self.clock.boot_ms() < self._valid_until_ms
+            and self.store.files_unchanged()
         )
 
     def remaining_ms(self) -> int:
@@ -237,6 +239,8 @@ class Elector:
     def _heart(self) -> None:
         while not self._stop.is_set():
             try:
+                if self._quiesced:
+                    self._record_quiesced()
                 if self._epoch is not None and not self._fenced:
                     if self.clock.boot_ms() >= self._next_renew_ms:
                         self._renew()
@@ -390,13 +394,25 @@ class Elector:
         return self._proofs.stopped(epoch)
 
     def quiesced(self, epoch: int) -> None:
-        """The leader loop of `epoch` has ended in this process: record that it sends nothing more."""
+        """The leader loop of `epoch` has ended in this process: record that it sends nothing more (retried by
+        the heart until it is written: a follower may be waiting for exactly this proof)."""
         if self._forked or os.getpid() != self._pid:
             return
-        try:
-            self.store.record_stopped(epoch, StopProof.QUIESCED)
-        except StoreError:  # others then need another proof (exit, kill) before resending
-            log.warning("dtms: could not record that epoch %d has quiesced", epoch, exc_info=True)
+        with self._mu:
+            self._quiesced.add(epoch)
+        self._wake.set()  # the heart writes it: the loop thread must not wait on a busy database here
+
+    def _record_quiesced(self) -> None:
+        with self._mu:
+            pending = sorted(self._quiesced)
+        for epoch in pending:
+            try:
+                self.store.record_stopped(epoch, StopProof.QUIESCED)
+            except StoreError:  # the database is busy or its files changed: the next heartbeat tries again
+                log.warning("dtms: could not record yet that epoch %d has quiesced", epoch, exc_info=True)
+                return
+            with self._mu:
+                self._quiesced.discard(epoch)
 
     def _renew(self) -> None:
         epoch = self._epoch
@@ -418,6 +434,10 @@ class Elector:
             )
         except LeaseLostError:
             self.fence(epoch, "lease_lost")
+            return
+        except StoreFilesChangedError:  # its writes would be lost: never lead on them (issue 11, point 3)
+            log.error("dtms: the database's files changed under this leader; stepping down", exc_info=True)
+            self._step_down("files_changed", release=True)
             return
         except StoreError:
             log.warning("dtms: lease renewal failed", exc_info=True)
@@ -448,8 +468,13 @@ class Elector:
                 log.critical("dtms: leader loop did not stop within %.1f s; exiting the process", grace)
                 os._exit(EXIT_WEDGED)
             if release:
+                # The proof that this epoch sends no more commits with the release: whoever takes over next
+                # finds it, and never has to kill this process to get one.
+                quiesced = epoch in self._quiesced
                 try:
-                    self.store.release_lease(epoch)
+                    self.store.release_lease(epoch, quiesced=quiesced)
+                    with self._mu:
+                        self._quiesced.discard(epoch)
                 except (LeaseLostError, StoreError):
                     log.info("dtms: could not mark epoch %d released", epoch, exc_info=True)
             with self._mu:

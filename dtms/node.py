@@ -46,7 +46,7 @@ class Node:
     typed events (the default logs them).
 
     ```python
-    with dtms.Node("data/dtms.db", name="telegram-bot") as node:
+    with dtms.Node(dtms.default_db_path(), name="telegram-bot") as node:
         node.store.register_trade(...)
     ```
 

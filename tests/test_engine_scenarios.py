@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from dtms.broker.base import parse_action_tag
 from dtms.engine.cycle import Engine
 from dtms.gateway import Gateway, SoleLeadership
 from dtms.models import ActionStatus, Direction, Holder, TradeState
@@ -268,7 +269,9 @@ def test_hedge_opens_an_opposite_tagged_position_stored_with_the_state_change(ri
     assert pos is not None
     assert pos.identifier != trade.identifier
     assert (pos.direction, pos.volume, pos.magic, pos.tp) == ("SELL", 0.5, rig.config.execution.magic, None)
-    assert pos.comment.startswith(f"dtms-h{trade.identifier}")
+    tag = parse_action_tag(pos.comment)
+    assert tag is not None
+    assert (tag.kind, tag.identifier, tag.database) == ("h", trade.identifier, (rig.store.database_tag or "").lower())
     assert pos.sl == pytest.approx(ceil_tick(bid + 0.5 * a), abs=1e-9)
     assert pos.sl > bid
     assert (hedge["ticket"], hedge["volume"], hedge["sl"]) == (pos.ticket, pos.volume, pos.sl)
@@ -441,7 +444,9 @@ def test_recovery_re_adds_a_leg_with_the_main_sl_and_tp(tmp_path: Path) -> None:
     assert leg["identifier"] != ident
     assert (pos.direction, pos.volume, pos.sl, pos.tp) == ("BUY", 0.25, main.sl, main.tp)
     assert pos.magic == rig.config.execution.magic
-    assert pos.comment.startswith(f"dtms-r{ident}")
+    tag = parse_action_tag(pos.comment)
+    assert tag is not None
+    assert (tag.kind, tag.identifier, tag.database) == ("r", ident, (rig.store.database_tag or "").lower())
     check_journal(rig)
 
 
@@ -983,6 +988,14 @@ SCHEDULE = [
 ]  # fmt: skip
 
 
+def _untagged(request: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The request without its database's random id (the one part of a journal two runs need not share)."""
+    tag = parse_action_tag((request or {}).get("comment", ""))
+    if request is None or tag is None:
+        return request
+    return {**request, "comment": (tag.kind, tag.identifier, tag.action_id)}
+
+
 def run_day(tmp_path: Path, hours: float, step_s: int = 30) -> dict[str, Any]:
     """Open SCHEDULE's trades on the default engine config and run the loop; collect what the checks need."""
     rig = make_rig(tmp_path, quiet=False)
@@ -1013,7 +1026,7 @@ def run_day(tmp_path: Path, hours: float, step_s: int = 30) -> dict[str, Any]:
     log = {t.identifier: [(x.from_state.value, x.to_state.value, x.reason, x.status)
                           for x in rig.store.transitions(t.identifier)] for t in trades}  # fmt: skip
     journal = [
-        (a.identifier, a.leg, a.action_type, a.status.value, a.request, a.retcode) for a in rig.journal()
+        (a.identifier, a.leg, a.action_type, a.status.value, _untagged(a.request), a.retcode) for a in rig.journal()
     ]
     return {"rig": rig, "sl_seen": sl_seen, "log": log, "journal": journal}
 

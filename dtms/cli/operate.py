@@ -135,15 +135,16 @@ def run_command(app: App, broker_kind: str, sim_path: Path | None, name: str | N
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    db = app.account_db(login, server) if broker_kind == "mt5" else app.db  # one database per account
     node = dtms.Node(
-        app.db, broker, name=name, config=config, now=now,
+        db, broker, name=name, config=config, now=now,
         on_started_leading=lambda epoch: click.echo(f"leading with epoch {epoch}"),
         on_stopped_leading=lambda epoch, reason: click.echo(f"stopped leading epoch {epoch} ({reason})"),
         on_new_leader=lambda seen: click.echo(
             f"leader: {seen.holder.name if seen.holder else '-'} epoch {seen.epoch}"),
     )  # fmt: skip
     with node:
-        click.echo(f"{node.name}: joined the election on {app.db}; Ctrl-C to stop")
+        click.echo(f"{node.name}: joined the election on {db}; Ctrl-C to stop")
         stopping.wait()
     click.echo("stopped")
 
@@ -167,6 +168,9 @@ def status_data(store: dtms.Store) -> dict[str, Any]:
         "leader": leader,
         "halted": bool(store.setting("trading.halted", False)),
         "foreign_databases": foreign.pending(store),
+        # Requests an earlier leader sent that wait for proof it can send no more (`dtms fence`).
+        "awaiting_proof": [{"action_id": a.action_id, "identifier": a.identifier, "action_type": a.action_type,
+                            "epoch": a.epoch} for a in store.awaiting_proof()],  # fmt: skip
         "active_trades": sum(by_state.values()),
         "armed_trades": summary.armed_trades(store),
         "trades_by_state": by_state,
@@ -195,6 +199,9 @@ def status_command(app: App, as_json: bool) -> None:
         ("leader", f"{leader.get('name', '-')} (pid {leader.get('pid', '-')}, epoch {leader.get('epoch', '-')})"),
         ("heartbeat age", leader.get("heartbeat_age_s")),
         ("halted", data["halted"]),
+        *((("AWAITING PROOF", f"{len(data['awaiting_proof'])} request(s) of an earlier leader (epochs "
+            f"{sorted({a['epoch'] for a in data['awaiting_proof']})}) may still execute: nothing risk-adding is "
+            "sent for their trades; see `dtms fence`"),) if data["awaiting_proof"] else ()),
         *((("FOREIGN DATABASE", f"{', '.join(data['foreign_databases'])}: nothing risk-adding is sent; "
             "check, then `dtms foreign ack`"),) if data["foreign_databases"] else ()),
         ("active trades", data["active_trades"]),

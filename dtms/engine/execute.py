@@ -280,14 +280,13 @@ class Executor:
             return request, lambda: broker.modify_sl_tp(identifier, sl, tp)
         if decision.action in (ActionType.PARTIAL_CLOSE, ActionType.CLOSE_ALL):
             volume = p.get("volume")
-            comment = action_tag("c", action.action_id)
+            comment = action_tag("c", action.action_id, database=self.store.database_tag)
             request = {**base, "op": "close", "volume": volume if volume is not None else position.volume,
                        "position_volume": position.volume, "comment": comment}  # fmt: skip
             return request, lambda: broker.close(identifier, volume, comment=comment)
         # open_hedge / re_add_position: a new market position, tagged so a restart finds it again
-        tag = action_tag(
-            "h" if decision.action is ActionType.OPEN_HEDGE else "r", action.action_id, identifier
-        )
+        kind = "h" if decision.action is ActionType.OPEN_HEDGE else "r"
+        tag = action_tag(kind, action.action_id, identifier, database=self.store.database_tag)
         side = Direction(p["direction"]).value
         volume, sl, tp = float(p["volume"]), p.get("sl"), p.get("tp")
         magic = int(p.get("magic", self.config.execution.magic))

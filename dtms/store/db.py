@@ -433,6 +433,14 @@ class StoreCore:
             "The connection is reopened on the next call; a leader must step down."
         )
 
+    def files_unchanged(self) -> bool:
+        """False once the `-wal`/`-shm` at the path are not the files this connection uses (cheap: two stats,
+        no lock, never raises): `Elector.is_leader` asks it, so a leader whose writes would be lost stops
+        believing it leads at once, not at its next write."""
+        if self._stale:
+            return False
+        return all(known is None or _identity(path) == known for path, known in list(self._files.items()))
+
     def check_files(self) -> None:
         """Raise if the `-wal` or `-shm` file at the database's path is not the one this connection uses.
 

@@ -134,4 +134,14 @@ class JournalMixin(StoreCore):
         return [action_from_row(r) for r in rows]
 
 
+    def awaiting_proof(self) -> list[Action]:
+        """Rows an earlier epoch sent that wait for proof that it can send no more (dtms.fence), oldest first:
+        nothing is concluded about them, and nothing risk-adding is sent for their trades, until it comes."""
+        rows = self._rows(
+            f"SELECT {_ACTION_COLUMNS} FROM actions WHERE status IN ('SENT','UNKNOWN') "  # noqa: S608
+            "AND json_extract(result, '$.awaiting_proof') = 1 ORDER BY action_id"
+        )
+        return [action_from_row(r) for r in rows]
+
+
 __all__ = ["JournalMixin", "action_from_row"]

@@ -158,18 +158,26 @@ class LeasesMixin(StoreCore):
                 ),
             )
 
-    def release_lease(self, epoch: int, name: str = ENGINE_LEASE) -> None:
-        """Step down gracefully: mark the lease released so a follower takes over without waiting.
+    def release_lease(self, epoch: int, name: str = ENGINE_LEASE, *, quiesced: bool = False) -> None:
+        """Step down gracefully: mark the lease released so a follower takes over without waiting; with
+        `quiesced` (the leader loop has ended), record in the same transaction that the epoch sends no more.
 
         Raises:
             LeaseLostError: the epoch is no longer current (someone else leads already).
         """
+        now = iso(self.clock.utc_now())
         with self.fenced(epoch, name), self._write() as conn:
             conn.execute(
                 "UPDATE lease SET released = 1, lock_held = 0, lock_inode = NULL, expires_at = ?, renewed_at = ? "
                 "WHERE name = ?",
-                (iso(self.clock.utc_now()), iso(self.clock.utc_now()), name),
+                (now, now, name),
             )
+            if quiesced:
+                conn.execute(
+                    "UPDATE lease_history SET stopped_at = ?, stopped_how = ? "
+                    "WHERE name = ? AND epoch = ? AND stopped_how IS NULL",
+                    (now, StopProof.QUIESCED.value, name, epoch),
+                )
 
     def lease_history(self, name: str = ENGINE_LEASE) -> list[dict[str, Any]]:
         """Every epoch ever granted, oldest first: holder, time, why it was granted, and when and how it was

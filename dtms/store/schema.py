@@ -141,8 +141,13 @@ ALTER TABLE lease_history ADD COLUMN stopped_how TEXT
     CHECK (stopped_how IS NULL OR stopped_how IN ('exited','killed','quiesced','operator'));
 """
 
+# Version 3: `dtms trades` lists newest first; with this index a page of 50 costs the same with 100 000 trades.
+_V3: Final = """
+CREATE INDEX trades_registered ON trades (registered_at, identifier);
+"""
+
 #: MIGRATIONS[i] takes a database from user_version i to i + 1.
-MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2)
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3)
 
 #: The schema version this code writes and reads.
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -18,13 +18,14 @@ ELECTION = {
 HANG_S = ELECTION["loop_stall_s"] + 1.0 + 2 * ELECTION["lease_ttl_s"] + 2.0
 
 
-def run_chaos_node(db: str, sim: str, name: str, events: Any, faults: dict[str, float], seed: int,
+def run_chaos_node(db: str, sim: str, name: str, events: Any, faults: dict[str, float], budget: Any, seed: int,
                    stonith: bool) -> None:  # fmt: skip
     """A leader-capable bot process. Each send, after its row is marked SENT, may (probabilities in `faults`):
     `crash`: SIGKILL this process before the terminal saw the request or right after it executed it (no
     outcome recorded); `pause`: SIGSTOP this process just before the request reaches the terminal (a GC pause,
     VM steal, a laptop lid); `hang`: block the send for HANG_S, longer than the lease, then send it (a terminal
-    reconnecting), with `on_wedged = "stay"`."""
+    reconnecting), with `on_wedged = "stay"`. `budget` (a shared lock-free array: a node may be killed at any
+    moment, and a killed lock holder would block the others) bounds pauses and hangs over the whole run."""
     import dtms
     import dtms.sim
     from dtms.broker import MT5Broker
@@ -42,6 +43,11 @@ def run_chaos_node(db: str, sim: str, name: str, events: Any, faults: dict[str, 
                 fault = kind
                 break
             draw -= faults.get(kind, 0.0)
+        slot = {"pause": 0, "hang": 1}.get(fault or "")
+        if slot is not None:
+            if budget[slot] <= 0:
+                return original(self, epoch, action, request, call)
+            budget[slot] -= 1  # racy across nodes by design: an approximate budget is all it needs
         if fault in ("pause", "hang"):
             info = {"name": name, "pid": os.getpid(), "epoch": epoch, "action_id": action.action_id,
                     "action_type": action.action_type, "t": time.monotonic()}  # fmt: skip

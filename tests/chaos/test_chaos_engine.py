@@ -46,7 +46,9 @@ KILLS = 200 if FULL else 12
 PAUSES = 10 if FULL else 2
 NODES = 4 if FULL else 3
 #: Per send: SIGKILL around it, SIGSTOP inside its window, or a hang past the lease inside it.
-FAULTS = {"crash": 0.15, "pause": 0.04, "hang": 0.02 if FULL else 0.03}
+FAULTS = {"crash": 0.15, "pause": 0.01 if FULL else 0.04, "hang": 0.005 if FULL else 0.03}
+#: At most this many pauses and hangs inside sends over the run (a hang stalls a leader for ~17 s).
+WINDOW_BUDGET = (30, 10) if FULL else (3, 2)
 SEED = int(os.environ.get("DTMS_CHAOS_SEED", "11"))
 #: Spawning an interpreter with dtms and numpy on a loaded 2-core runner.
 SPAWN_DEADLINE_S = 60.0
@@ -62,6 +64,7 @@ class Chaos:
 
         self.stonith = stonith
         self.ctx = mp.get_context("spawn")
+        self.budget = self.ctx.RawArray("i", WINDOW_BUDGET)
         self.db, self.sim = str(tmp / "dtms.db"), str(tmp / "sim.db")
         # One pipe per process, not a shared Queue: a node killed or paused while holding a Queue's
         # cross-process write lock would silence every other node.
@@ -80,7 +83,7 @@ class Chaos:
         reader, writer = self.ctx.Pipe(duplex=False)
         self.readers[name] = reader
         proc = self.ctx.Process(target=run_chaos_node, args=(self.db, self.sim, name, EventPipe(writer), FAULTS,
-                                SEED * 1000 + self.serial, self.stonith), name=name, daemon=True)  # fmt: skip
+                                self.budget, SEED * 1000 + self.serial, self.stonith), name=name, daemon=True)  # fmt: skip
         proc.start()
         self.procs[name] = proc
         return name

@@ -89,7 +89,10 @@ def test_graceful_stop_hands_over_without_waiting_for_the_ttl(db):
         assert stopped["reason"] == "stopped"
         nxt = c.wait("started", CRASH_DEADLINE_S)
         assert (nxt["epoch"], nxt["name"] != leader["name"]) == (2, True)
-        assert dtms.open(db).lease_history()[-1]["reason"] == "released"
+        history = dtms.open(db).lease_history()
+        assert history[-1]["reason"] == "released"
+        # The proof that epoch 1 sends no more committed with its release: nobody needs to kill that process.
+        assert history[0]["stopped_how"] == "quiesced"
 
 
 def test_stopped_leader_is_replaced_and_fenced_when_it_resumes(db):
