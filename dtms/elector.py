@@ -95,6 +95,8 @@ class Elector:
         )
         self._proofs = Fence(store, token=self.holder.token, host=self._host, boot_id=clock.boot_id,
                              kill=settings.stonith)  # fmt: skip
+        store.fence_token = self.holder.token  # fenced writes of this store need our lease, not just its number
+        self._generation = store.files_generation  # the store's files as of the epoch we lead (see is_leader)
         self._ttl_ms = round(settings.lease_ttl_s * 1000)
         # Beside the real file: processes spelling the path through a symlink must share one lock.
         self._lock = election_lock(f"{os.path.realpath(store.path)}.lock", settings.lock)
@@ -141,6 +143,7 @@ class Elector:
             and not self._fenced
             and not self._forked
             and self.clock.boot_ms() < self._valid_until_ms
+            and self.store.files_generation == self._generation
             and self.store.files_unchanged()
         )
 
@@ -316,6 +319,7 @@ class Elector:
             if not self._can_lead():  # e.g. a wedged loop thread of our last term is still running
                 return
             t0 = self.clock.boot_ms()
+            generation = self.store.files_generation
             try:
                 won = self.store.take_over(
                     self.holder,
@@ -333,6 +337,7 @@ class Elector:
                 return
             epoch, reason = won
             self._epoch, self._fenced = epoch, False
+            self._generation = generation
             self._valid_until_ms = t0 + self._ttl_ms
             self._last_renew_ms = self._beat_ms = t0
             self._next_renew_ms = t0 + round(self.settings.renew_interval_s * 1000)
@@ -407,7 +412,7 @@ class Elector:
             pending = sorted(self._quiesced)
         for epoch in pending:
             try:
-                self.store.record_stopped(epoch, StopProof.QUIESCED)
+                self.store.record_stopped(epoch, StopProof.QUIESCED, token=self.holder.token)
             except StoreError:  # the database is busy or its files changed: the next heartbeat tries again
                 log.warning("dtms: could not record yet that epoch %d has quiesced", epoch, exc_info=True)
                 return
@@ -424,6 +429,10 @@ class Elector:
             log.error("dtms: leader loop silent for %.1f s; stepping down", (t0 - self._beat_ms) / 1000)
             self._step_down("loop_stalled", release=True)
             return
+        if self.store.files_generation != self._generation:  # seen by another call of this store meanwhile
+            log.error("dtms: the database's files changed under this leader; stepping down")
+            self._step_down("files_changed", release=False)
+            return
         try:
             self.store.renew_lease(
                 epoch,
@@ -437,7 +446,8 @@ class Elector:
             return
         except StoreFilesChangedError:  # its writes would be lost: never lead on them (issue 11, point 3)
             log.error("dtms: the database's files changed under this leader; stepping down", exc_info=True)
-            self._step_down("files_changed", release=True)
+            # No release: the rows at the path are not the ones this epoch was granted in.
+            self._step_down("files_changed", release=False)
             return
         except StoreError:
             log.warning("dtms: lease renewal failed", exc_info=True)

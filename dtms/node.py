@@ -13,7 +13,7 @@ from typing import Any, Final, Protocol
 from dtms.clock import Clock, SystemClock
 from dtms.config import Config, ElectionConfig
 from dtms.elector import Elector, LeaderSeen
-from dtms.errors import LeaseError, LeaseLostError, NotLeaderError, StoreBusyError
+from dtms.errors import LeaseError, LeaseLostError, NotLeaderError, StoreBusyError, StoreFilesChangedError
 from dtms.events import Hook, Notifier
 from dtms.gateway import Gateway
 from dtms.store import Store
@@ -203,6 +203,9 @@ class Node:
                         log.warning("dtms: the database stayed busy during a tick; retrying next tick")
                     elector.beat()
                 stop.wait(max(0.0, min(beat_s, next_tick - time.monotonic())))
+        except StoreFilesChangedError:  # the database's files changed under this process: lead on none of it
+            log.error("dtms: the database's files changed during the leader loop; stepping down")
+            elector.fence(epoch, "files_changed")
         except (LeaseLostError, NotLeaderError):  # the epoch moved on, or the lease ran out mid-tick
             log.warning("dtms: epoch %d was lost during the leader loop", epoch)
             elector.fence(epoch, "lease_lost")

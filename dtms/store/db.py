@@ -236,6 +236,12 @@ class StoreCore:
         # while a file was not there to see. `_stale`: they changed, reopen before the next statement.
         self._files: dict[str, tuple[int, int] | None] = {}
         self._stale = False
+        #: How many times this Store found its files changed; an elector that took its lease before a change
+        #: must not lead on after it (the rows it led by may be gone, its epoch number reissued).
+        self.files_generation = 0
+        #: When set (by the Elector of this Store), fenced writes also require the lease's holder token, so a
+        #: reissued epoch number (rows lost with a deleted WAL) never fences another holder's lease open.
+        self.fence_token: str | None = None
         self._immutable = False
         try:
             self.path = Path(MEMORY) if self.in_memory else Path(raw).expanduser().absolute()
@@ -427,6 +433,7 @@ class StoreCore:
         if change is None:
             return
         self._stale = True
+        self.files_generation += 1
         raise StoreFilesChangedError(
             f"{self.path}: the database's files changed under this process ({change}; {when}). Another "
             "SQLite library closing the database in this process, or someone deleting -wal/-shm, does this. "
@@ -648,9 +655,11 @@ class StoreCore:
             StoreBusyError: the write lock could not be had within the busy timeout.
         """
         with self._write() as conn:
-            row = conn.execute("SELECT epoch, released FROM lease WHERE name = ?", (name,)).fetchall()
+            row = conn.execute("SELECT epoch, released, token FROM lease WHERE name = ?", (name,)).fetchall()
             if not row or row[0][0] != epoch or row[0][1]:
                 raise LeaseLostError(epoch, row[0][0] if row else None)
+            if self.fence_token is not None and row[0][2] != self.fence_token:
+                raise LeaseLostError(epoch, row[0][0])  # the same number, another holder's lease
             yield
 
     # -- maintenance ------------------------------------------------------------------------------------

@@ -175,8 +175,9 @@ class LeasesMixin(StoreCore):
             if quiesced:
                 conn.execute(
                     "UPDATE lease_history SET stopped_at = ?, stopped_how = ? "
-                    "WHERE name = ? AND epoch = ? AND stopped_how IS NULL",
-                    (now, StopProof.QUIESCED.value, name, epoch),
+                    "WHERE name = ? AND epoch = ? AND stopped_how IS NULL AND token = "
+                    "(SELECT token FROM lease WHERE name = ?)",
+                    (now, StopProof.QUIESCED.value, name, epoch, name),
                 )
 
     def lease_history(self, name: str = ENGINE_LEASE) -> list[dict[str, Any]]:
@@ -204,14 +205,17 @@ class LeasesMixin(StoreCore):
         return EpochRecord(r["epoch"], r["holder_name"], r["host"], r["pid"], r["proc_start"], r["boot_id"],
                            r["token"], how)  # fmt: skip
 
-    def record_stopped(self, epoch: int, how: StopProof, name: str = ENGINE_LEASE) -> None:
+    def record_stopped(
+        self, epoch: int, how: StopProof, name: str = ENGINE_LEASE, *, token: str | None = None
+    ) -> None:
         """Record that `epoch`'s holder can send no more; the first proof stays. Not fenced: any process that
-        has the proof may write it (it says something about the past, never grants anything)."""
+        has the proof may write it (it says something about the past, never grants anything). With `token`,
+        only if that holder had the epoch (a holder recording its own stop)."""
         with self._write() as conn:
             conn.execute(
                 "UPDATE lease_history SET stopped_at = ?, stopped_how = ? "
-                "WHERE name = ? AND epoch = ? AND stopped_how IS NULL",
-                (iso(self.clock.utc_now()), StopProof(how).value, name, epoch),
+                "WHERE name = ? AND epoch = ? AND stopped_how IS NULL AND (?5 IS NULL OR token = ?5)",
+                (iso(self.clock.utc_now()), StopProof(how).value, name, epoch, token),
             )
 
     def lease(self, name: str = ENGINE_LEASE) -> LeaseInfo | None:
