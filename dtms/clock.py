@@ -34,10 +34,22 @@ class Clock(Protocol):
 
 
 def _read_boot_id() -> str | None:
+    """The kernel's boot id, qualified by this process's pid namespace (`<boot id>/pidns:<inode>`).
+
+    Pids and /proc entries are only comparable inside one pid namespace: processes of two containers that
+    share a host name would otherwise judge each other's pids. With the namespace in the id, a peer in another
+    one counts as "another boot": its liveness is never guessed from a pid, its deadline never compared.
+    """
     try:
-        return _BOOT_ID_PATH.read_text().strip() or None
+        boot = _BOOT_ID_PATH.read_text().strip()
     except OSError:
         return None
+    if not boot:
+        return None
+    try:
+        return f"{boot}/pidns:{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return boot
 
 
 def _kernel_boot_time_ms() -> int | None:

@@ -95,8 +95,10 @@ class Elector:
         )
         self._proofs = Fence(store, token=self.holder.token, host=self._host, boot_id=clock.boot_id,
                              kill=settings.stonith)  # fmt: skip
-        store.fence_token = self.holder.token  # fenced writes of this store need our lease, not just its number
-        self._generation = store.files_generation  # the store's files as of the epoch we lead (see is_leader)
+        # Fenced writes of this store need our lease, not just its number; `_generation`: the store's files as
+        # of the epoch we lead (see is_leader).
+        store.fence_token = self.holder.token
+        self._generation = store.files_generation
         self._ttl_ms = round(settings.lease_ttl_s * 1000)
         # Beside the real file: processes spelling the path through a symlink must share one lock.
         self._lock = election_lock(f"{os.path.realpath(store.path)}.lock", settings.lock)
@@ -121,7 +123,8 @@ class Elector:
         self._stepping_down = False
         # Follower state.
         self._observation: Observation | None = None
-        self._quiesced: set[int] = set()  # epochs whose loop ended here, not yet recorded in the lease history
+        # Epochs whose loop ended here, not yet recorded in the lease history.
+        self._quiesced: set[int] = set()
         self._seen: tuple[int, str | None, bool] | None = None
         _LIVE.add(self)
 
@@ -191,6 +194,8 @@ class Elector:
             return
         self._stop.set()
         self._step_down("stopped", release=True, grace_s=timeout)
+        if self._quiesced:  # an earlier term's proof not written yet: the heart is about to end
+            self._record_quiesced()
         self._release_lock()
         with self._mu:
             self._elected.notify_all()
@@ -332,6 +337,8 @@ class Elector:
                 log.warning("dtms: takeover attempt failed; will retry", exc_info=True)
                 if isinstance(exc, StoreBusyError):
                     self._unstick()
+                elif isinstance(exc, StoreFilesChangedError):
+                    self._disown()
                 return
             if won is None:
                 return
@@ -382,6 +389,17 @@ class Elector:
             return
         if row is not None and self._rule(row) == "expired":
             self._kill_holder(row, "its lease expired while the database stayed locked")
+
+    def _disown(self) -> None:
+        """A takeover whose commit was seen after the files changed may have landed: if the row at the path now
+        names us, release it, so nobody waits a TTL for a leader that does not know it leads."""
+        try:
+            row = self.store.lease_row()
+            if row is not None and row.token == self.holder.token and not row.released:
+                self.store.release_lease(row.epoch)
+                log.warning("dtms: released epoch %d, taken while the database's files changed", row.epoch)
+        except (LeaseLostError, StoreError):
+            log.warning("dtms: could not check for a takeover made while the files changed", exc_info=True)
 
     def _kill_holder(self, row: LeaseRow, why: str) -> None:
         """Local STONITH (`election.stonith`, on by default): kill a hung holder on this host and record it."""
@@ -487,6 +505,8 @@ class Elector:
                         self._quiesced.discard(epoch)
                 except (LeaseLostError, StoreError):
                     log.info("dtms: could not mark epoch %d released", epoch, exc_info=True)
+            if self._quiesced and not release:
+                self._record_quiesced()  # before the OS lock goes: a taker through it finds the proof
             with self._mu:
                 self._epoch = None
             self._release_lock()

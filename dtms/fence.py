@@ -24,6 +24,7 @@ import os
 import select
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
@@ -34,34 +35,45 @@ from dtms.store import Store
 
 log = logging.getLogger(__name__)
 
+#: A kill that did not end in an exit (a process in an uninterruptible system call) is tried again only after
+#: this long: each try waits up to KILL_WAIT_S on the thread that asked (the leader loop).
+KILL_RETRY_S: Final = 30.0
 #: How long a kill waits to see the process exit; a SIGKILLed process (even a stopped one) exits in ms unless
 #: it is inside an uninterruptible system call, and then it is still no proof.
 KILL_WAIT_S: Final = 2.0
 
 
-def _boottime_offset_ticks(pid: int | str) -> int:
-    """The boot-clock offset of `pid`'s time namespace in clock ticks (0 outside one, or without /proc)."""
+def _boottime_offset_ticks(pid: int | str) -> int | None:
+    """The boot-clock offset of `pid`'s time namespace in clock ticks: 0 outside one or without time
+    namespaces (no file), None when it exists but cannot be read (then nothing is concluded)."""
+    path = Path(f"/proc/{pid}/timens_offsets")
     try:
-        text = Path(f"/proc/{pid}/timens_offsets").read_text()
-    except OSError:
+        text = path.read_text()
+    except FileNotFoundError:
         return 0
+    except OSError:
+        return None
     for line in text.splitlines():
         parts = line.split()
         if len(parts) == 3 and parts[0] in ("boottime", "7"):  # CLOCK_BOOTTIME is clock id 7
-            return round((int(parts[1]) + int(parts[2]) / 1e9) * os.sysconf("SC_CLK_TCK"))
+            return (int(parts[1]) * 1_000_000_000 + int(parts[2])) * os.sysconf("SC_CLK_TCK") // 1_000_000_000
     return 0
 
 
-def own_view_start_time(pid: int) -> int | None:
-    """`pid`'s start time as that process itself reads it (what it recorded as `proc_start`).
+def same_start_time(pid: int, recorded: int) -> bool | None:
+    """Whether `pid` is the process that recorded `recorded` as its own start time (`proc_start`).
 
     Linux shifts `/proc/<pid>/stat`'s start time by the *reader's* time namespace, so a holder in another time
-    namespace recorded another number than the one read here: add its boot-clock offset, remove ours.
+    namespace recorded another number than the one read here: add its boot-clock offset, remove ours. The
+    kernel truncates start + offset as one sum, so across namespaces one tick either way is the same process.
+    None when it cannot be told (no /proc entry readable, offsets unreadable).
     """
     start = process_start_time(pid)
-    if start is None:
+    theirs, ours = _boottime_offset_ticks(pid), _boottime_offset_ticks("self")
+    if start is None or theirs is None or ours is None:
         return None
-    return start + _boottime_offset_ticks(pid) - _boottime_offset_ticks("self")
+    seen = start + theirs - ours
+    return abs(seen - recorded) <= (1 if theirs or ours else 0)
 
 
 def holder_alive(pid: int | None, proc_start: int | None, host: str | None, boot_id: str | None, *,
@@ -88,7 +100,7 @@ def holder_alive(pid: int | None, proc_start: int | None, host: str | None, boot
         return False
     if proc_start is None:
         return None  # a pid alone proves nothing: it may have been reused
-    return own_view_start_time(pid) == proc_start
+    return same_start_time(pid, proc_start)
 
 
 def kill_verified(pid: int, proc_start: int, *, wait_s: float = KILL_WAIT_S) -> bool:
@@ -105,7 +117,7 @@ def kill_verified(pid: int, proc_start: int, *, wait_s: float = KILL_WAIT_S) -> 
     except OSError:  # gone already, or not ours to see
         return False
     try:
-        if own_view_start_time(pid) != proc_start:
+        if not same_start_time(pid, proc_start):
             return False
         signal.pidfd_send_signal(fd, signal.SIGKILL)
         readable, _, _ = select.select([fd], [], [], wait_s)
@@ -135,6 +147,7 @@ class Fence:
         self.boot_id = boot_id
         self.kill = kill
         self.name = name
+        self._tried: dict[int, float] = {}  # epoch -> monotonic time of its last unsuccessful kill
 
     def stopped(self, epoch: int) -> bool:
         """True when epoch `epoch` is proven unable to send; records a proof it finds or makes."""
@@ -168,4 +181,4 @@ class Fence:
         return None
 
 
-__all__ = ["KILL_WAIT_S", "Fence", "holder_alive", "kill_verified", "own_view_start_time"]
+__all__ = ["KILL_RETRY_S", "KILL_WAIT_S", "Fence", "holder_alive", "kill_verified", "same_start_time"]

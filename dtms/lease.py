@@ -45,9 +45,7 @@ class StopProof(StrEnum):
     EXITED = "exited"  # its process is gone: pid plus start time checked on this host and boot
     KILLED = "killed"  # dtms killed it (pidfd, start time checked) and saw it exit
     QUIESCED = "quiesced"  # its own leader loop ended: the holder recorded that it sends no more
-    OPERATOR = (
-        "operator"  # the operator confirmed it (`dtms fence confirm`), e.g. for a holder on another boot
-    )
+    OPERATOR = "operator"  # the operator confirmed it (`dtms fence confirm`), e.g. a holder on another boot
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +119,10 @@ def is_expired(
     lease at once nor keep a dead one alive.
     """
     if shares_boot_clock(row, boot_id=boot_id, clock_offset_ms=clock_offset_ms):
-        return row.expires_boot_ms is None or now_boot_ms >= row.expires_boot_ms
+        # Within the tolerance the two boot clocks may still differ by the offsets' difference: wait it out,
+        # so the holder's own view has ended too.
+        skew = abs((row.clock_offset_ms or 0) - (clock_offset_ms or 0))
+        return row.expires_boot_ms is None or now_boot_ms >= row.expires_boot_ms + skew
     if observation is None or (observation.epoch, observation.renewals) != (row.epoch, row.renewals):
         return False
     return now_boot_ms - observation.since_ms >= row.lease_ttl_ms

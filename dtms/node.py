@@ -187,6 +187,7 @@ class Node:
         # loop.tick_s; a slow tick delays the beat, which is exactly what the watchdog is for.
         beat_s, tick_s = self.settings.loop_interval_s, self.config.loop.tick_s
         next_tick = time.monotonic()
+        lost: str | None = None  # why the epoch ended here, if it did
         try:
             if self._work is not None:
                 self._work.start(epoch)
@@ -197,28 +198,30 @@ class Node:
                     next_tick = time.monotonic() + tick_s
                     try:
                         self._work.tick(epoch)
-                    except (
-                        StoreBusyError
-                    ):  # transient: another process held the write lock; the next tick retries
+                    except StoreBusyError:  # transient: another process held the write lock
                         log.warning("dtms: the database stayed busy during a tick; retrying next tick")
                     elector.beat()
                 stop.wait(max(0.0, min(beat_s, next_tick - time.monotonic())))
         except StoreFilesChangedError:  # the database's files changed under this process: lead on none of it
             log.error("dtms: the database's files changed during the leader loop; stepping down")
-            elector.fence(epoch, "files_changed")
+            lost = "files_changed"
         except (LeaseLostError, NotLeaderError):  # the epoch moved on, or the lease ran out mid-tick
             log.warning("dtms: epoch %d was lost during the leader loop", epoch)
-            elector.fence(epoch, "lease_lost")
+            lost = "lease_lost"
         except Exception:
             log.exception("dtms: the leader loop failed; stepping down")
-            elector.fence(epoch, "loop_failed")
+            lost = "loop_failed"
         finally:
             if self._work is not None:
                 try:
                     self._work.stop()
                 except Exception:
                     log.exception("dtms: stopping the leader work failed")
-            elector.quiesced(epoch)  # after the work stopped: this thread sends nothing more for `epoch`
+            # This thread sends nothing more for `epoch`: recorded before the step-down below lets the OS lock
+            # go, so whoever takes over through it finds the proof and need not kill this process.
+            elector.quiesced(epoch)
+        if lost is not None:
+            elector.fence(epoch, lost)
 
     def _notice_changes(self) -> None:
         # PRAGMA data_version moves only when another connection commits: new registrations, cheaply.

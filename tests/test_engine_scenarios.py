@@ -745,7 +745,8 @@ def test_unknown_outcome_that_executed_is_reconciled_to_done_and_never_resent(
 def test_unknown_outcome_that_did_not_execute_is_confirmed_then_sent_once(
     rig: Rig, fault: dict[str, Any]
 ) -> None:
-    """Nothing at the broker: UNKNOWN at the first look, FAILED-not-applied 10 s later, then one resend."""
+    """Nothing at the broker: UNKNOWN at the first look, FAILED-not-applied once the in-flight horizon (15 s)
+    has passed, then one resend."""
     trade = rig.open_main()
     rig.put_state(trade.identifier, S.WARNING_L1)
     rig.term.inject("order_send", action=DEAL, **fault)
@@ -757,6 +758,8 @@ def test_unknown_outcome_that_did_not_execute_is_confirmed_then_sent_once(
     assert first.status is ActionStatus.UNKNOWN
     assert (first.result or {}).get("recheck_from")
     assert len(sends(rig, DEAL)) == 1  # nothing resent before the second look
+    rig.tick(3, every=4)  # 8 s after the first look: still inside the horizon
+    assert len(sends(rig, DEAL)) == 1
     rig.tick(3, every=6)
     rows = [r for r in rig.rows(tid) if r.params.get("primary")]  # type: ignore[arg-type]
     assert [(r.status, (r.result or {}).get("reason")) for r in rows] == [

@@ -14,7 +14,7 @@ import pytest
 
 import dtms
 from dtms.clock import SystemClock, process_start_time
-from dtms.fence import Fence, holder_alive, kill_verified, own_view_start_time
+from dtms.fence import Fence, holder_alive, kill_verified, same_start_time
 from dtms.lease import StopProof
 from dtms.models import Holder
 
@@ -83,7 +83,7 @@ def test_a_holder_in_another_time_namespace_is_recognised_by_its_own_start_time(
             pytest.skip(f"cannot enter a time namespace here: {child.stderr.read() if child.stderr else ''}")
         recorded = int(line)
         assert process_start_time(child.pid) != recorded  # the raw number differs ...
-        assert own_view_start_time(child.pid) == recorded  # ... the holder's own view matches
+        assert same_start_time(child.pid, recorded)  # ... the holder's own view matches
         assert holder_alive(child.pid, recorded, HOST, BOOT, my_host=HOST, my_boot_id=BOOT) is True
     finally:
         child.kill()
@@ -133,3 +133,20 @@ def test_fence_proves_what_it_can_records_it_and_never_concludes_without_proof(t
     assert killer.stopped(foreign)
     store.record_stopped(live, StopProof.OPERATOR)  # the first proof stays
     assert _how(store, live) == StopProof.KILLED
+
+
+def test_start_times_across_time_namespaces_allow_one_tick_of_rounding(monkeypatch):
+    """The kernel rounds start + offset as one sum: a holder whose namespace offset is not a whole tick records
+    a number one tick from ours plus its offset. Outside namespaces the numbers must match exactly."""
+    import dtms.fence as fence
+
+    monkeypatch.setattr(fence, "process_start_time", lambda pid: 1000)
+    monkeypatch.setattr(fence, "_boottime_offset_ticks", lambda pid: 500 if pid == 42 else 0)
+    assert same_start_time(42, 1500)
+    assert same_start_time(42, 1501)
+    assert not same_start_time(42, 1502)
+    assert same_start_time(7, 1000)
+    assert not same_start_time(7, 1001)  # same namespace: exact, or it is another process
+    monkeypatch.setattr(fence, "_boottime_offset_ticks", lambda pid: None)
+    assert same_start_time(42, 1500) is None  # unreadable offsets: nothing is concluded
+    assert holder_alive(42, 1500, HOST, BOOT, my_host=HOST, my_boot_id=BOOT) in (None, False)

@@ -303,9 +303,9 @@ class Executor:
 
         Evidence of the request in the broker's positions or deals makes it DONE. Without evidence, a row sent
         by an earlier epoch stays UNKNOWN until that epoch is proven unable to send (`Gateway.sender_stopped`:
-        its holder may be paused or hung just before `order_send`), and then until `inflight_horizon_s` has
-        passed for a request the terminal had already taken; only a re-read after that makes it FAILED
-        `not_applied`. Rows of this epoch get one more look after `unknown_recheck_s`.
+        its holder may be paused or hung just before `order_send`). Then, as for a row of this epoch, one more
+        look after max(`unknown_recheck_s`, `inflight_horizon_s`) (a request the terminal had already taken
+        may still complete) decides: evidence makes it DONE, none FAILED `not_applied`.
         """
         request = action.request or {}
         try:
@@ -316,7 +316,9 @@ class Executor:
             done = Result(ActionStatus.DONE, {**(action.result or {}), **found, "reconciled": True})
             return self._commit(epoch, action, done, ActionStatus.DONE)
         detail = dict(action.result or {})
-        wait = self.config.execution.unknown_recheck_s
+        # A request the terminal took may still complete this long after (a timed-out send, a reconnecting
+        # terminal, a sender killed mid-request): only a look after it may conclude "not applied".
+        wait = max(self.config.execution.unknown_recheck_s, self.config.execution.inflight_horizon_s)
         if action.epoch != epoch:
             if detail.get("sender_stopped_at") is None:
                 if not self.gateway.sender_stopped(action.epoch):
@@ -329,7 +331,6 @@ class Executor:
                               recheck_from=ctx.now.isoformat())  # fmt: skip
                 self.gateway.outcome(epoch, action, ActionStatus.UNKNOWN, result=detail)
                 return Result(ActionStatus.UNKNOWN, detail)
-            wait = max(wait, self.config.execution.inflight_horizon_s)
         # Nothing found: look once more after the wait, then it was not applied.
         first_look = detail.get("recheck_from")
         if first_look is None:

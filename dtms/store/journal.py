@@ -133,7 +133,6 @@ class JournalMixin(StoreCore):
         rows = self._rows(f"SELECT {_ACTION_COLUMNS} FROM actions WHERE {where} ORDER BY action_id", params)  # noqa: S608
         return [action_from_row(r) for r in rows]
 
-
     def awaiting_proof(self) -> list[Action]:
         """Rows an earlier epoch sent that wait for proof that it can send no more (dtms.fence), oldest first:
         nothing is concluded about them, and nothing risk-adding is sent for their trades, until it comes."""

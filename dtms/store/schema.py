@@ -139,6 +139,12 @@ ALTER TABLE lease_history ADD COLUMN boot_id TEXT;
 ALTER TABLE lease_history ADD COLUMN stopped_at TEXT;     -- when it was proven this epoch can send no more
 ALTER TABLE lease_history ADD COLUMN stopped_how TEXT
     CHECK (stopped_how IS NULL OR stopped_how IN ('exited','killed','quiesced','operator'));
+-- The current epoch's holder is known from the lease row: its in-flight requests can then be proven.
+UPDATE lease_history SET
+    proc_start = (SELECT l.proc_start FROM lease l WHERE l.name = lease_history.name AND l.epoch = lease_history.epoch),
+    boot_id = (SELECT l.boot_id FROM lease l WHERE l.name = lease_history.name AND l.epoch = lease_history.epoch)
+WHERE EXISTS (SELECT 1 FROM lease l WHERE l.name = lease_history.name AND l.epoch = lease_history.epoch
+              AND l.token = lease_history.token);
 """
 
 # Version 3: `dtms trades` lists newest first; with this index a page of 50 costs the same with 100 000 trades.
