@@ -94,7 +94,7 @@ class Elector:
             token=secrets.token_hex(8),
         )
         self._proofs = Fence(store, token=self.holder.token, host=self._host, boot_id=clock.boot_id,
-                             kill=settings.stonith)  # fmt: skip
+                             kill=settings.stonith, clock_offset_ms=lambda: clock_offset_ms(clock))  # fmt: skip
         # Fenced writes of this store need our lease, not just its number; `_generation`: the store's files as
         # of the epoch we lead (see is_leader).
         store.fence_token = self.holder.token

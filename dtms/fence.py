@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Final
 
 from dtms.clock import process_start_time
-from dtms.lease import ENGINE_LEASE, EpochRecord, StopProof
+from dtms.lease import ENGINE_LEASE, EpochRecord, StopProof, from_earlier_boot
 from dtms.store import Store
 
 log = logging.getLogger(__name__)
@@ -140,8 +140,9 @@ class Fence:
     """
 
     def __init__(self, store: Store, *, token: str, host: str, boot_id: Callable[[], str | None], kill: bool,
-                 name: str = ENGINE_LEASE) -> None:  # fmt: skip
+                 clock_offset_ms: Callable[[], int | None] = lambda: None, name: str = ENGINE_LEASE) -> None:  # fmt: skip
         self.store = store
+        self.clock_offset_ms = clock_offset_ms
         self.token = token
         self.host = host
         self.boot_id = boot_id
@@ -167,6 +168,9 @@ class Fence:
     def _prove(self, record: EpochRecord) -> StopProof | None:
         if record.token == self.token:
             return StopProof.QUIESCED  # our own earlier term: the elector never leads while its loop runs
+        if from_earlier_boot(record.acquired_at, record.boot_id, boot_id=self.boot_id(),
+                             clock_offset_ms=self.clock_offset_ms()):  # fmt: skip
+            return StopProof.EXITED  # it ran before this host rebooted
         alive = holder_alive(record.pid, record.proc_start, record.host, record.boot_id, my_host=self.host,
                              my_boot_id=self.boot_id())  # fmt: skip
         if alive is False:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Final, Literal
 
@@ -60,6 +61,7 @@ class EpochRecord:
     boot_id: str | None
     token: str
     stopped_how: StopProof | None
+    acquired_at: str | None = None  # ISO-8601 wall time of the takeover, as its holder wrote it
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +103,32 @@ def shares_boot_clock(row: LeaseRow, *, boot_id: str | None, clock_offset_ms: in
     if clock_offset_ms is None or row.clock_offset_ms is None:
         return False
     return abs(row.clock_offset_ms - clock_offset_ms) <= OFFSET_TOLERANCE_MS
+
+
+#: How far a holder's takeover must lie before this boot (its wall time against `wall - boot` now) to count as
+#: made in an earlier boot; covers the kernel's whole-second boot time and clock slew.
+EARLIER_BOOT_MARGIN_MS: Final = 2_000
+
+
+def from_earlier_boot(
+    acquired_at: str | None, holder_boot_id: str | None, *, boot_id: str | None, clock_offset_ms: int | None
+) -> bool:
+    """Whether a holder ran in an earlier boot of this host, so it cannot be running now.
+
+    Its boot id differs from ours (a reboot; a mount namespace may fake one, so that alone proves nothing) and
+    it took the lease before this kernel booted (`clock_offset_ms` is this boot's wall time of boot): every
+    process alive now started after that. A holder whose clock lies (libfaketime) records no boot id.
+    """
+    if None in (acquired_at, holder_boot_id, boot_id, clock_offset_ms):
+        return False
+    assert acquired_at is not None and holder_boot_id is not None and boot_id is not None  # noqa: S101  # for mypy
+    if holder_boot_id.split("/", 1)[0] == boot_id.split("/", 1)[0]:
+        return False  # the same kernel boot (maybe another pid namespace): alive or not, it is not gone
+    try:
+        acquired_ms = datetime.fromisoformat(acquired_at).timestamp() * 1000
+    except ValueError:
+        return False
+    return acquired_ms < (clock_offset_ms or 0) - EARLIER_BOOT_MARGIN_MS
 
 
 def is_expired(
@@ -160,6 +188,10 @@ def may_take_over(
     # owner is next in line. Its death is proven from /proc rather than waiting for the TTL.
     if lock_inode is not None and not row.lock_held and holder_alive is False:
         return "holder_dead"
+    # After a reboot: the holder took the lease before this kernel booted, so it is gone (a robust mutex in
+    # the lock file may even still read "locked" by a thread of the earlier boot).
+    if from_earlier_boot(row.acquired_at, row.boot_id, boot_id=boot_id, clock_offset_ms=clock_offset_ms):
+        return "holder_dead"
     if is_expired(
         row,
         now_boot_ms=now_boot_ms,
@@ -179,6 +211,7 @@ def valid_until_ms(row: LeaseRow, token: str) -> int | None:
 
 
 __all__ = [
+    "EARLIER_BOOT_MARGIN_MS",
     "ENGINE_LEASE",
     "OFFSET_TOLERANCE_MS",
     "EpochRecord",
@@ -188,6 +221,7 @@ __all__ = [
     "TakeoverReason",
     "is_expired",
     "may_take_over",
+    "from_earlier_boot",
     "observe",
     "shares_boot_clock",
     "valid_until_ms",

@@ -183,10 +183,38 @@ class OSLock(_LockFile):
 _MAGIC: Final = f"dtms robust mutex v1 {platform.machine()} {struct.calcsize('P') * 8}-bit\n".encode()
 _MUTEX_OFFSET: Final = 64  # aligned; glibc's pthread_mutex_t is 40 bytes on x86-64, 48 on arm64
 _MUTEX_SPACE: Final = 256
+#: After the mutex: the boot that initialised it (`<boot id> <kernel boot time, s>`). The mutex lives in a file,
+#: so it outlives a reboot; a thread that held it then died with the kernel, which never marked it dead, and
+#: it would read "locked" forever. A mutex stamped by an earlier boot is initialised afresh.
+_STAMP_OFFSET: Final = _MUTEX_OFFSET + _MUTEX_SPACE
+_STAMP_SPACE: Final = 64
 _MAP_SIZE: Final = 4096
 _PTHREAD_PROCESS_SHARED: Final = 1
 _PTHREAD_MUTEX_ROBUST: Final = 1
 _PTHREAD_MUTEX_ERRORCHECK: Final = 2  # locking twice or unlocking from another thread is an error, not a hang
+
+
+def _boot_stamp() -> bytes:
+    """This boot's stamp: the kernel's boot id and its boot time (whole seconds of wall time), or b''."""
+    try:
+        boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        btime = next(line.split()[1] for line in Path("/proc/stat").read_text().splitlines()
+                     if line.startswith("btime "))  # fmt: skip
+    except (OSError, StopIteration):
+        return b""
+    return f"{boot_id} {btime}".encode()[:_STAMP_SPACE]
+
+
+def _from_earlier_boot(recorded: bytes, current: bytes) -> bool:
+    """Whether the stamp in the file names an earlier boot than `current`: another boot id **and** an earlier
+    boot time. Either alone proves nothing: a mount namespace can show another boot id, a time namespace
+    another boot time; a reboot changes both."""
+    try:
+        old_id, old_btime = recorded.rstrip(b"\0").decode().split()
+        new_id, new_btime = current.decode().split()
+    except (UnicodeDecodeError, ValueError):
+        return False  # no stamp (a file of an older dtms, or no /proc): keep the mutex as it is
+    return old_id != new_id and int(old_btime) + 2 < int(new_btime)
 
 
 class LockUnavailableError(OSError):
@@ -258,12 +286,16 @@ class RobustLock(_LockFile):
             if base in (None, ctypes.c_void_p(-1).value):
                 raise LockUnavailableError(f"cannot map {self.path}: {os.strerror(ctypes.get_errno())}")
             header = ctypes.string_at(base, len(_MAGIC))
+            stamp = _boot_stamp()
             if header != _MAGIC:
                 if any(ctypes.string_at(base, _MUTEX_OFFSET + _MUTEX_SPACE)):
                     self._lib.munmap(base, _MAP_SIZE)
                     raise LockUnavailableError(f"{self.path} holds a mutex of another layout: {header!r}")
                 self._init_mutex(ctypes.c_void_p(base + _MUTEX_OFFSET))
                 ctypes.memmove(base, _MAGIC, len(_MAGIC))
+            elif _from_earlier_boot(ctypes.string_at(base + _STAMP_OFFSET, _STAMP_SPACE), stamp):
+                self._init_mutex(ctypes.c_void_p(base + _MUTEX_OFFSET))  # nobody of that boot can hold it
+            ctypes.memmove(base + _STAMP_OFFSET, stamp.ljust(_STAMP_SPACE, b"\0"), _STAMP_SPACE)
             return int(base)
         finally:
             fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, 0)

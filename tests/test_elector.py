@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 
 import pytest
 
@@ -198,6 +199,26 @@ def test_a_lease_of_an_earlier_boot_whose_lock_is_free_is_taken_over_at_once(tmp
         b.start()
         assert b.wait_until_leader(DEADLINE_S)
         assert b.store.lease_history()[-1]["reason"] == "holder_dead"
+    finally:
+        b.stop()
+
+
+def test_a_lease_taken_before_this_boot_is_taken_over_at_once_without_lock_evidence(tmp_path):
+    """After a reboot the old lease names another boot id and a takeover older than this boot: its holder is
+    gone, whatever the lock file says (a robust mutex in it can still read "locked" by a thread of the earlier
+    boot), so no TTL is waited for."""
+    path = tmp_path / "d.db"
+    _ghost_lease(path, boot_id="old-boot", lock_inode=None)  # taken at 08:00 on the manual clock
+    start = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    clock = ManualClock(start, boot_ms=1_000, boot_id="new-boot")  # this boot began at 08:59:59
+    rec = Recorder()
+    b = _elector(path, "b", clock, rec)
+    try:
+        b.start()
+        assert b.wait_until_leader(DEADLINE_S)
+        assert b.store.lease_history()[-1]["reason"] == "holder_dead"
+        assert b.sender_stopped(1)  # and its in-flight requests need no operator
+        assert b.store.lease_history()[0]["stopped_how"] == "exited"
     finally:
         b.stop()
 

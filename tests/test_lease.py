@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -158,3 +159,24 @@ def test_a_live_unexpired_lease_held_with_its_lock_is_never_taken(
         assert released
     else:
         assert verdict is None
+
+
+def test_a_holder_that_took_the_lease_before_this_boot_is_gone():
+    """Another boot id alone proves nothing (a mount namespace shows its own); a takeover older than this
+    kernel's boot does: every process alive now started after it."""
+    from dtms.lease import from_earlier_boot
+
+    boot_began_ms = 1_800_000_000_000  # this boot's wall time of boot (`wall - boot`)
+    before = datetime.fromtimestamp((boot_began_ms - 60_000) / 1000, UTC).isoformat()
+    after = datetime.fromtimestamp((boot_began_ms + 60_000) / 1000, UTC).isoformat()
+    mine = "b-new/pidns:1"
+    assert from_earlier_boot(before, "b-old/pidns:1", boot_id=mine, clock_offset_ms=boot_began_ms)
+    assert not from_earlier_boot(after, "b-old/pidns:1", boot_id=mine, clock_offset_ms=boot_began_ms)
+    assert not from_earlier_boot(before, "b-new/pidns:2", boot_id=mine, clock_offset_ms=boot_began_ms)  # same boot
+    assert not from_earlier_boot(before, None, boot_id=mine, clock_offset_ms=boot_began_ms)  # a lying clock
+    assert not from_earlier_boot(before, "b-old", boot_id=None, clock_offset_ms=boot_began_ms)
+    assert not from_earlier_boot(None, "b-old", boot_id=mine, clock_offset_ms=boot_began_ms)
+    ghost = row(boot_id="b-old/pidns:1", acquired_at=before, lock_held=False, lock_inode=None)
+    verdict = may_take_over(ghost, now_boot_ms=0, boot_id=mine, lock_inode=None, holder_alive=None,
+                            clock_offset_ms=boot_began_ms)  # fmt: skip
+    assert verdict == "holder_dead"

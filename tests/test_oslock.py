@@ -159,3 +159,45 @@ def test_an_flock_holder_does_not_block_the_robust_mutex_of_the_same_file(tmp_pa
     finally:
         proc.kill()
         proc.join(5)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="robust mutexes are used on Linux")
+@pytest.mark.parametrize(
+    ("boot_id_changed", "boot_time_earlier", "freed"),
+    [(True, True, True), (True, False, False), (False, True, False)],
+    ids=["rebooted", "other_boot_id_only", "earlier_boot_time_only"],
+)
+def test_a_mutex_left_locked_by_an_earlier_boot_is_initialised_afresh(tmp_path, boot_id_changed,
+                                                                      boot_time_earlier, freed):  # fmt: skip
+    """The mutex lives in a file: after a reboot it still reads "locked" by a thread that died with the kernel,
+    which never marked it dead, and no waiter would ever get it. Stamped by an earlier boot (another boot id
+    and an earlier boot time), it is initialised afresh; either sign alone (a mount or time namespace) is not
+    enough."""
+    import subprocess
+
+    from dtms.oslock import _STAMP_OFFSET, _STAMP_SPACE, _boot_stamp
+
+    held, copy = tmp_path / "held.lock", tmp_path / "after-reboot.lock"
+    code = ("import shutil, sys, time; from dtms.oslock import RobustLock; lock = RobustLock(sys.argv[1]); "
+            "lock.acquire(); shutil.copy(sys.argv[1], sys.argv[2]); print('copied', flush=True); time.sleep(60)")  # fmt: skip
+    child = subprocess.Popen([sys.executable, "-c", code, str(held), str(copy)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "copied"  # the copy reads "locked by the child's thread"
+    finally:
+        child.kill()
+        child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+    boot_id, btime = _boot_stamp().decode().split()
+    stamp = f"{'0' * 8 + boot_id[8:] if boot_id_changed else boot_id} {int(btime) - (600 if boot_time_earlier else 0)}"
+    with open(copy, "r+b") as fh:
+        fh.seek(_STAMP_OFFSET)
+        fh.write(stamp.encode().ljust(_STAMP_SPACE, b"\0"))
+    lock = RobustLock(copy)
+    try:
+        assert lock.try_acquire() is freed
+    finally:
+        if lock.is_held:
+            lock.release()
+        lock.close()

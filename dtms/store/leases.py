@@ -194,8 +194,8 @@ class LeasesMixin(StoreCore):
     def epoch_record(self, epoch: int, name: str = ENGINE_LEASE) -> EpochRecord | None:
         """Who held `epoch`, and how it was proven stopped; None for an epoch never granted."""
         rows = self._rows(
-            "SELECT epoch, holder_name, host, pid, proc_start, boot_id, token, stopped_how FROM lease_history "
-            "WHERE name = ? AND epoch = ?",
+            "SELECT epoch, holder_name, host, pid, proc_start, boot_id, token, stopped_how, acquired_at "
+            "FROM lease_history WHERE name = ? AND epoch = ?",
             (name, epoch),
         )
         if not rows:
@@ -203,7 +203,7 @@ class LeasesMixin(StoreCore):
         r = rows[0]
         how = None if r["stopped_how"] is None else StopProof(r["stopped_how"])
         return EpochRecord(r["epoch"], r["holder_name"], r["host"], r["pid"], r["proc_start"], r["boot_id"],
-                           r["token"], how)  # fmt: skip
+                           r["token"], how, r["acquired_at"])  # fmt: skip
 
     def record_stopped(
         self, epoch: int, how: StopProof, name: str = ENGINE_LEASE, *, token: str | None = None
