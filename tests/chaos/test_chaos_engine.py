@@ -135,15 +135,17 @@ class Chaos:
         """Run the test's own terminal call; while a node stopped inside a send holds the simulated terminal's
         write lock (a simulator artifact: a real MetaTrader terminal is another process), continue the nodes
         whose epoch is over and try again."""
-        deadline = time.monotonic() + TAKEOVER_DEADLINE_S + HANG_S
+        start = time.monotonic()
         while True:
             try:
                 return call()
             except dtms.BrokerError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
+                if "locked" not in str(exc) or time.monotonic() > start + TAKEOVER_DEADLINE_S + HANG_S:
                     raise
             self.drain(0.05)
-            self.continue_superseded()
+            # A node stopped while one of its threads was inside the terminal's own transaction (its clock
+            # reads it) blocks every node's clock, so nobody can take over from it: end the pause, as pauses do.
+            self.continue_superseded(everything=time.monotonic() > start + ELECTION["lease_ttl_s"] + 8)
             self.replace_dead()
 
     def continue_superseded(self, everything: bool = False) -> None:
