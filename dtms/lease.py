@@ -203,13 +203,6 @@ def may_take_over(
     return None
 
 
-def valid_until_ms(row: LeaseRow, token: str) -> int | None:
-    """The boot-clock instant at which `token`'s hold ends, or None when it does not hold the row."""
-    if row.token != token or row.released:
-        return None
-    return row.expires_boot_ms
-
-
 __all__ = [
     "EARLIER_BOOT_MARGIN_MS",
     "ENGINE_LEASE",
@@ -224,5 +217,4 @@ __all__ = [
     "from_earlier_boot",
     "observe",
     "shares_boot_clock",
-    "valid_until_ms",
 ]
