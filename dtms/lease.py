@@ -206,15 +206,15 @@ def may_take_over(
 __all__ = [
     "EARLIER_BOOT_MARGIN_MS",
     "ENGINE_LEASE",
-    "OFFSET_TOLERANCE_MS",
     "EpochRecord",
     "LeaseRow",
+    "OFFSET_TOLERANCE_MS",
     "Observation",
     "StopProof",
     "TakeoverReason",
+    "from_earlier_boot",
     "is_expired",
     "may_take_over",
-    "from_earlier_boot",
     "observe",
     "shares_boot_clock",
 ]
