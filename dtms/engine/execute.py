@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from dtms.broker.base import Broker, Outcome, OutcomeKind, Position, action_tag
 from dtms.broker.base import SymbolSpec as BrokerSymbol
@@ -285,7 +285,7 @@ class Executor:
                        "position_volume": position.volume, "comment": comment}  # fmt: skip
             return request, lambda: broker.close(identifier, volume, comment=comment)
         # open_hedge / re_add_position: a new market position, tagged so a restart finds it again
-        kind = "h" if decision.action is ActionType.OPEN_HEDGE else "r"
+        kind: Literal["h", "r"] = "h" if decision.action is ActionType.OPEN_HEDGE else "r"
         tag = action_tag(kind, action.action_id, identifier, database=self.store.database_tag)
         side = Direction(p["direction"]).value
         volume, sl, tp = float(p["volume"]), p.get("sl"), p.get("tp")

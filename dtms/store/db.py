@@ -655,11 +655,12 @@ class StoreCore:
             StoreBusyError: the write lock could not be had within the busy timeout.
         """
         with self._write() as conn:
-            row = conn.execute("SELECT epoch, released, token FROM lease WHERE name = ?", (name,)).fetchall()
-            if not row or row[0][0] != epoch or row[0][1]:
-                raise LeaseLostError(epoch, row[0][0] if row else None)
-            if self.fence_token is not None and row[0][2] != self.fence_token:
-                raise LeaseLostError(epoch, row[0][0])  # the same number, another holder's lease
+            rows = conn.execute("SELECT epoch, released, token FROM lease WHERE name = ?", (name,)).fetchall()
+            current = int(rows[0][0]) if rows else None
+            if current != epoch or rows[0][1]:
+                raise LeaseLostError(epoch, current)
+            if self.fence_token is not None and rows[0][2] != self.fence_token:
+                raise LeaseLostError(epoch, current)  # the same number, another holder's lease
             yield
 
     # -- maintenance ------------------------------------------------------------------------------------
