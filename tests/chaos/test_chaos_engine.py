@@ -132,19 +132,20 @@ class Chaos:
                 f"continued {sorted(self.continued)}")
 
     def unblocked(self, call: Any) -> Any:
-        """Run the test's own terminal call; while a node stopped inside a send holds the simulated terminal's
-        write lock (a simulator artifact: a real MetaTrader terminal is another process), continue the nodes
-        whose epoch is over and try again."""
+        """Run the test's own terminal call and registration; while a node stopped inside a send holds a write
+        lock (see below), continue the nodes whose epoch is over, later every paused one, and try again."""
         start = time.monotonic()
         while True:
             try:
                 return call()
-            except dtms.BrokerError as exc:
+            except (dtms.BrokerError, dtms.StoreBusyError) as exc:
                 if "locked" not in str(exc) or time.monotonic() > start + TAKEOVER_DEADLINE_S + HANG_S:
                     raise
             self.drain(0.05)
-            # A node stopped while one of its threads was inside the terminal's own transaction (its clock
-            # reads it) blocks every node's clock, so nobody can take over from it: end the pause, as pauses do.
+            # A node stopped while one of its threads was inside a write transaction blocks every writer: of the
+            # terminal (its clock reads it: a simulator artifact), or of the database (the documented limit;
+            # without stonith nothing kills it). The bot's write fails with StoreBusyError and is retried; the
+            # pause ends, as pauses do.
             self.continue_superseded(everything=time.monotonic() > start + ELECTION["lease_ttl_s"] + 8)
             self.replace_dead()
 
