@@ -27,6 +27,7 @@ BENCHMARKS = [
     ("Engine cycle: 1000 trades on 50 symbols", "bench_engine.py", [], ["--trades", "200", "--symbols", "10"]),
     ("Replay throughput", "bench_replay.py", [], ["--quick"]),
     ("Peak memory", "bench_memory.py", [], ["--trades", "200", "--symbols", "10"]),
+    ("CLI reads on 100 000 trades", "bench_cli_reads.py", [], ["--trades", "20000", "--open", "2000"]),
 ]
 
 
