@@ -96,17 +96,20 @@ class Peer:
         return out
 
     def close(self) -> None:
+        """Stop the process (it may already be gone: a takeover kills a hung leader) and close both pipes."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGCONT)
-            assert self.proc.stdin is not None
+        try:
             self.proc.stdin.close()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        except BrokenPipeError:  # the process exited with input still buffered
+            pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
         self.reader.join(10)
-        assert self.proc.stdout is not None
         self.proc.stdout.close()
 
 
