@@ -6,6 +6,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 
 import apsw
@@ -21,6 +22,8 @@ from nodeproc import (
 )
 
 import dtms
+from dtms.config import ElectionConfig
+from dtms.oslock import election_lock
 
 pytestmark = [
     pytest.mark.failover,
@@ -278,3 +281,54 @@ def test_leader_stopped_inside_a_write_transaction(tmp_path, stonith):
         assert c.procs["a"].exitcode == -signal.SIGKILL
         # Killed, it frees the OS lock as well: the waiter usually wins on the dead holder first.
         assert dtms.open(db).lease_history()[-1]["reason"] in {"holder_dead", "expired"}
+
+
+@pytest.mark.parametrize("kind", ["auto", "flock"])
+def test_a_follower_that_gets_the_lock_passes_it_to_a_leader_running_without_it(tmp_path, monkeypatch, kind):
+    """Racing starts: one process leads by winning the empty lease on its heart while another's waiter got
+    the lock. Before: that follower kept the lock for good, the row said `lock_held` false, and the
+    leader's death would have been noticed by polling /proc, not by the kernel (seen once in eight racing
+    processes)."""
+    from tests.failover.test_foreign_clocks import TTL_S, Peer
+
+    monkeypatch.setenv("DTMS_TEST_LOCK", kind)
+    path = _fresh_db(tmp_path)
+    election = ElectionConfig(lock=kind, lease_ttl_s=TTL_S, renew_deadline_s=TTL_S * 0.75,
+                              retry_interval_s=0.1, check_interval_s=0.05, renew_interval_s=TTL_S / 4,
+                              send_margin_s=0.1)  # fmt: skip
+    probe = election_lock(f"{os.path.realpath(path)}.lock", kind)
+    probe.acquire()  # the lock is taken as the leader starts, as in a race
+    leader = dtms.Node(path, name="leader", election=election)
+    gate = threading.Event()
+    acquire = leader.elector._lock.acquire
+
+    def acquire_late() -> None:  # the leader's waiter reaches the lock only after the follower's has it
+        gate.wait()
+        acquire()
+
+    monkeypatch.setattr(leader.elector._lock, "acquire", acquire_late)
+    store = dtms.open(path)
+    follower: Peer | None = None
+    try:
+        leader.start()
+        assert leader.wait_until_leader(SPAWN_DEADLINE_S)  # by its heart: "first", without the lock
+        follower = Peer(path, "follower", [], tmp_path)
+        assert follower.wait(lambda x: x.get("ready"), SPAWN_DEADLINE_S), follower.lines
+        probe.release()  # the follower's waiter, blocked in acquire since it started, takes it at once
+        time.sleep(0.5)
+        gate.set()  # only now does the leader's waiter ask for the lock
+        deadline = time.monotonic() + SPAWN_DEADLINE_S
+        while not ((lease := store.lease()) and lease.lock_held):
+            assert time.monotonic() < deadline, f"the leader never got the lock: {lease}"
+            time.sleep(0.01)
+        assert lease.holder is not None
+        assert (lease.holder.name, lease.epoch) == ("leader", 1)
+        assert leader.elector._lock.is_held
+        assert leader.is_leader
+        assert follower.led() == []
+    finally:
+        gate.set()
+        if follower is not None:
+            follower.close()
+        leader.close()
+        store.close()

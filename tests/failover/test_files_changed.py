@@ -81,7 +81,7 @@ def test_another_sqlite_library_closing_the_database_deposes_the_leader_at_once(
         node.store.register_trade(1, "EURUSD", "buy", 1.1, 0.1)
         other = sqlite3.connect(path)
         assert other.execute("SELECT count(*) FROM trades").fetchone() == (1,)
-        with open(f"{path}-wal", "rb") as wal:  # the leader may recreate a -wal at the path at once: hold this one
+        with open(f"{path}-wal", "rb") as wal:  # the leader may recreate a -wal at the path at once: hold ours
             other.close()
             assert os.fstat(wal.fileno()).st_nlink == 0  # what the stdlib connection did on close
         # At once: no renewal or write had to fail first. (It may already lead again, on a new epoch.)

@@ -7,6 +7,7 @@ was never replaced (its deadline lay 100 000 s ahead). Now such a peer is judged
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -97,13 +98,12 @@ class Peer:
 
     def close(self) -> None:
         """Stop the process (it may already be gone: a takeover kills a hung leader) and close both pipes."""
-        assert self.proc.stdin is not None and self.proc.stdout is not None
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGCONT)
-        try:
+        with contextlib.suppress(BrokenPipeError):  # the process exited with input still buffered
             self.proc.stdin.close()
-        except BrokenPipeError:  # the process exited with input still buffered
-            pass
         try:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
