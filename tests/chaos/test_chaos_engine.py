@@ -35,12 +35,13 @@ import dtms.sim
 from dtms.broker import MT5Broker
 from tests.process_helpers import EventPipe
 
+FULL = os.environ.get("DTMS_CHAOS") == "full"
 pytestmark = [
     pytest.mark.chaos,
     pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL/SIGSTOP are POSIX"),
+    # The full run takes 7-10 min per variant on 2 cores: more than the suite's 300 s per test.
+    pytest.mark.timeout(2400 if FULL else 300),
 ]
-
-FULL = os.environ.get("DTMS_CHAOS") == "full"
 TRADES = 10_000 if FULL else 60
 KILLS = 200 if FULL else 12
 PAUSES = 10 if FULL else 2
