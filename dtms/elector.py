@@ -238,20 +238,18 @@ class Elector:
                 # this process died now. Renew at once to record it.
                 self._next_renew_ms = 0
                 self._wake.set()
-            elif self._epoch is None and self._leader_lacks_lock():
-                # A live leader runs without the lock (it won before its waiter got it, or by expiry from a
-                # holder that has since gone) and this follower got it: pass it on, so the leader's death is
-                # again seen by the kernel within a millisecond, not by polling /proc. Back off meanwhile, so
-                # the leader's waiter, blocked in acquire, gets it rather than another follower each time.
-                self._lock.release()
-                self._unlocked.set()
-                self._stop.wait(self.settings.check_interval_s)
-                continue
-            self._unlock.wait()
-            self._unlock.clear()
+            # A live leader runs without the lock (it won before its waiter got it, or by expiry from a holder
+            # since gone) and this follower got it: pass it on, so the leader's death is again seen by the
+            # kernel within a millisecond, not by polling /proc.
+            passing_on = self._epoch is None and self._leader_lacks_lock()
+            if not passing_on:
+                self._unlock.wait()
+                self._unlock.clear()
             # The thread that acquired the lock lets it go: a robust mutex belongs to a thread, not a process.
             self._lock.release()
             self._unlocked.set()
+            if passing_on:  # back off, so the leader's waiter gets it rather than another follower each time
+                self._stop.wait(self.settings.check_interval_s)
 
     def _leader_lacks_lock(self) -> bool:
         """Whether another live process of this host holds the lease, unreleased, without the lock."""
@@ -261,11 +259,11 @@ class Elector:
             return False  # keep the lock: the degraded rule needs it if that leader dies
         if row is None or row.holder_name is None or row.released or row.lock_held:
             return False
-        if row.token == self.holder.token:
-            return False
-        alive = holder_alive(row.pid, row.proc_start, row.host, row.boot_id, my_host=self._host,
-                             my_boot_id=self.clock.boot_id())  # fmt: skip
-        return alive is True
+        return row.token != self.holder.token and self._holder_alive(row) is True
+
+    def _holder_alive(self, row: LeaseRow) -> bool | None:
+        return holder_alive(row.pid, row.proc_start, row.host, row.boot_id, my_host=self._host,
+                            my_boot_id=self.clock.boot_id())  # fmt: skip
 
     def _heart(self) -> None:
         while not self._stop.is_set():
@@ -322,8 +320,7 @@ class Elector:
     def _rule(self, row: LeaseRow | None) -> TakeoverReason | None:
         alive = None
         if row is not None and self._lock.is_held and not row.lock_held:  # only the degraded rule needs it
-            alive = holder_alive(row.pid, row.proc_start, row.host, row.boot_id, my_host=self._host,
-                                 my_boot_id=self.clock.boot_id())  # fmt: skip
+            alive = self._holder_alive(row)
         return may_take_over(
             row,
             now_boot_ms=self.clock.boot_ms(),

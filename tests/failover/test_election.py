@@ -24,6 +24,7 @@ from nodeproc import (
 import dtms
 from dtms.config import ElectionConfig
 from dtms.oslock import election_lock
+from tests.failover.test_foreign_clocks import TTL_S, Peer
 
 pytestmark = [
     pytest.mark.failover,
@@ -289,8 +290,6 @@ def test_a_follower_that_gets_the_lock_passes_it_to_a_leader_running_without_it(
     the lock. Before: that follower kept the lock for good, the row said `lock_held` false, and the
     leader's death would have been noticed by polling /proc, not by the kernel (seen once in eight racing
     processes)."""
-    from tests.failover.test_foreign_clocks import TTL_S, Peer
-
     monkeypatch.setenv("DTMS_TEST_LOCK", kind)
     path = _fresh_db(tmp_path)
     election = ElectionConfig(lock=kind, lease_ttl_s=TTL_S, renew_deadline_s=TTL_S * 0.75,
