@@ -234,12 +234,18 @@ def render(report: Report) -> str:
     if not report.actions:
         lines.append("  none")
     lines += ["", *_render_vwap(report.vwap_slope)]
-    e = report.engine
+    e, w = report.engine, report.timing or {}
     lines += [
         "",
-        f"engine: {e['ticks']} ticks, {e['fast_checks']} fast checks, {e['deep_checks']} deep checks, "
-        f"{e['transitions']} transitions; {e['bar_trade_steps']} bar x open-trade steps",
+        f"engine: {e['deep_checks']} deep checks, {e['transitions']} transitions; "
+        f"{e['bar_trade_steps']} bar x open-trade steps",
     ]
+    if w:
+        skipped = int(w.get("ticks_skipped", 0))
+        lines.append(
+            f"work: {int(w.get('ticks_run', 0))} ticks run, {skipped} idle ticks skipped, "
+            f"{int(w.get('fast_checks', 0))} fast checks; {w.get('wall_s', 0.0):.2f} s"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from dtms.config import Config, Volatility
@@ -49,6 +50,20 @@ def fast_interval_s(state: TradeState, volatility: Volatility | None, flat: bool
     if mc.flat_override and flat:
         return mc.flat_fast_s
     return mc.fast_s
+
+
+def next_due(
+    now: datetime, trade_dues: Sequence[datetime | None], last_reconcile: datetime | None, config: Config
+) -> datetime:
+    """The next tick that can change anything (see `Engine.next_due`): a trade's next fast check (None: at
+    once), the next reconciliation, or the first tick of the next UTC hour (the hourly equity baseline)."""
+    if any(d is None for d in trade_dues):
+        return now
+    due = [now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)]
+    if last_reconcile is not None:
+        due.append(last_reconcile + timedelta(seconds=config.reconcile.interval_s))
+    due += [d for d in trade_dues if d is not None]
+    return max(now, min(due))
 
 
 def fast_due(last_fast_at: datetime | None, now: datetime, interval_s: float) -> bool:
@@ -127,4 +142,5 @@ __all__ = [
     "event_trigger",
     "fast_due",
     "fast_interval_s",
+    "next_due",
 ]

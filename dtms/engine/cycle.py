@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -11,6 +11,7 @@ from typing import Any
 from dtms.broker.base import Broker, Position, SymbolSpec, Tick
 from dtms.config import Config
 from dtms.engine import cadence, machine
+from dtms.engine import wake as wk
 from dtms.engine import rails as rl
 from dtms.engine import signals as sg
 from dtms.engine.execute import Context, Executor
@@ -170,19 +171,37 @@ class Engine:
         trades = self.store.list_trades()
         if not trades:
             return None
-        due = [rl.hour_start(now) + timedelta(hours=1)]
-        if self._last_reconcile is not None:
-            due.append(self._last_reconcile + timedelta(seconds=self.config.reconcile.interval_s))
+        dues: list[datetime | None] = []
         for trade in trades:
             sym = self.symbols.get(trade.symbol)
             last = _at(trade.engine.get("last_fast_at"))
             if trade.engine.get("pending_transition") is not None or sym is None or last is None:
-                return now
+                dues.append(None)
+                continue
             volatility = sym.regime.volatility if sym.regime else None
             flat = bool(sym.regime and sym.regime.is_flat)
-            interval = cadence.fast_interval_s(trade.state, volatility, flat, self.config)
-            due.append(last + timedelta(seconds=interval))
-        return max(now, min(due))
+            dues.append(last + timedelta(seconds=cadence.fast_interval_s(trade.state, volatility, flat, self.config)))
+        return cadence.next_due(now, dues, self._last_reconcile, self.config)
+
+    def wake(self, now: datetime) -> wk.Wake:
+        """The wake-up contract after a tick at `now` (`dtms.engine.wake`): what can make a later tick act."""
+        halted = bool(self.store.setting("trading.halted", False))
+        trades = []
+        for trade in self.store.list_trades():
+            sym = self.symbols.get(trade.symbol)
+            stopped = halted or self.guard.trading_state(trade.symbol) is rl.TradingState.HALTED
+            open_actions = bool(self.store.open_actions(trade.identifier))
+            trades.append(wk.trade_wake(trade, sym, now, self.config, has_open_actions=open_actions, halted=stopped))
+        news = [self.guard.news_change(s.key, now) for s in self.symbols.values()]
+        return wk.Wake(now, tuple(trades), wk.earliest(news), self.guard.equity_band(), self._last_reconcile, halted)
+
+    def fast_forward(self, epoch: int, last_fast_at: Mapping[int, datetime], last_reconcile: datetime | None) -> None:
+        """Record ticks a driver skipped because `wake` proved them idle: when each trade's fast check and the
+        reconciliation last ran. Those ticks changed nothing else (that is what idle means)."""
+        if last_fast_at:
+            self.store.update_trades(epoch, {i: TradeUpdate({}, {"last_fast_at": at.isoformat()})
+                                             for i, at in last_fast_at.items()})  # fmt: skip
+        self._last_reconcile = last_reconcile
 
     def _trade(self, epoch: int, trade: Trade, now: datetime, snapshot: dict[int, Position] | None) -> TradeUpdate | None:  # fmt: skip
         eng = trade.engine

@@ -11,6 +11,7 @@ from typing import Any
 from dtms.broker.base import Broker
 from dtms.config import Config
 from dtms.engine import rails as rl
+from dtms.engine import wake as wk
 from dtms.engine.symbols import SymbolData
 from dtms.errors import BrokerError, DataError
 from dtms.store import Store
@@ -34,6 +35,7 @@ class Guard:
         self._baseline: dict[str, Any] | None = None
         self._stops_cache: tuple[tuple[Any, ...], bool] | None = None
         self._calendar: tuple[float, tuple[rl.NewsEvent, ...]] | None = None
+        self._equity: float | None = None
 
     def trading_state(self, symbol: str) -> rl.TradingState:
         """The worse of the account's and the symbol's trading state."""
@@ -59,6 +61,7 @@ class Guard:
                     base.update(day=day, b0=account.balance)
                 base.update(hour=hour, equity_hour=account.equity)
                 self.store.set_setting("rails.baseline", base, epoch=epoch)
+            self._equity = account.equity
             rails["daily_loss"] = rl.daily_loss_tripped(base["b0"], account.equity, self.config)
             rails["hourly_loss"] = rl.hourly_loss_tripped(base["equity_hour"], account.equity, base["b0"], self.config)
             rails["consecutive_stops"] = self._consecutive_stops(now, open_ids)
@@ -78,6 +81,19 @@ class Guard:
             self._symbol_states[symbol] = verdict.symbol
             self.tripped[symbol] = verdict.tripped
         self.tripped["account"] = tuple(k for k, v in rails.items() if v)
+
+    def equity_band(self) -> tuple[float, float]:
+        """Equity strictly inside which the loss rails keep the verdict of the last tick (the wake contract)."""
+        if self._equity is None or self._baseline is None:
+            return float("-inf"), float("inf")
+        return wk.equity_band(self._baseline.get("b0"), self._baseline.get("equity_hour"), self._equity, self.config)
+
+    def news_change(self, key: str, now: datetime) -> datetime | None:
+        """The next time a news blackout for symbol key `key` starts or ends."""
+        events = self._news()
+        if not events:
+            return None
+        return wk.news_times(events, rl.symbol_currencies(key, self.config), now, self.config)
 
     def _consecutive_stops(self, now: datetime, open_ids: frozenset[int] | None) -> bool:
         """Recomputed from today's deal history only when a position closed (the open set changed), the UTC

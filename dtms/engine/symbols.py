@@ -76,6 +76,7 @@ class SymbolData:
     atr_m15: float | None = None
     refreshed_tick: int = -1
     spread_hour: int | None = None
+    spread_bar: int | None = None
     spread_samples: list[float] = field(default_factory=list)
     hourly_medians: list[float] = field(default_factory=list)
     last_error: str | None = None
@@ -131,7 +132,16 @@ class SymbolData:
         self._cache.clear()
 
     def record_spread(self, points: float, now: datetime) -> float | None:
-        """Keep this hour's spread samples; at a new UTC hour, persist the last hour's median (spec §2.8)."""
+        """Sample the spread once per final fast bar; at a new UTC hour, persist the last hour's median (§2.8).
+
+        The first fast check after a fast bar becomes final takes the sample, so how many checks ran between
+        two bars (15, 30 or 60 s cadence; a replay that skips idle checks) changes neither the samples nor the
+        spread rail, which compares the latest sample with the hourly medians.
+        """
+        bar = self.m5.newest_final_time
+        if bar is not None and bar == self.spread_bar:
+            return None
+        self.spread_bar = bar
         hour = int(now.timestamp()) // 3600
         finished = None
         if self.spread_hour is not None and hour != self.spread_hour and self.spread_samples:

@@ -104,13 +104,17 @@ class Series:
         i = self.i_ms
         return [t0, t0 + i // 3, t0 + 2 * i // 3, t0 + i], [o, *mid, c]
 
-    def _interp(self, k: int, t_ms: int) -> float:
+    def _line(self, k: int, t_ms: int) -> float:
+        """The path's price at `t_ms` inside bar `k`, unrounded."""
         times, prices = self._points(k)
         if t_ms >= times[3]:
             return prices[3]
         j = min(2, (t_ms - times[0]) * 3 // self.i_ms)
         ta, tb, pa, pb = times[j], times[j + 1], prices[j], prices[j + 1]
-        return round(pa + (pb - pa) * (t_ms - ta) / (tb - ta), self.digits)
+        return pa + (pb - pa) * (t_ms - ta) / (tb - ta)
+
+    def _interp(self, k: int, t_ms: int) -> float:
+        return round(self._line(k, t_ms), self.digits)
 
     def quote(self, t_ms: int) -> tuple[float, float, int]:
         """(bid, ask, time of the quote in ms) at `t_ms`; before the data, the first open."""
@@ -245,30 +249,32 @@ class Series:
     def _walk(
         self, k: int, ta: int, tb: int, level: float, below: bool, ask: bool
     ) -> tuple[int, float] | None:
-        times, prices = self._points(k)
+        """The first millisecond in [ta, tb] of bar `k` at which the path has reached `level`.
+
+        One test decides everywhere: the unrounded line at a millisecond. The answer is then the same however
+        the clock was stepped (a scan that stopped at t found nothing at t, so the next one from t agrees).
+        """
         off = self._spread[k] if ask else 0.0
 
-        def crossed(p: float) -> bool:
+        def crossed(t: int) -> bool:
+            p = self._line(k, t) + off
             return p <= level if below else p >= level
 
-        start = self._interp(k, ta) + off
-        if crossed(start):
-            return ta, round(start, self.digits)
+        if crossed(ta):
+            return ta, round(self._line(k, ta) + off, self.digits)
+        times, prices = self._points(k)
         for j in range(3):
-            if times[j + 1] <= ta:
-                continue
-            if times[j] >= tb:
-                break
-            seg_a = max(times[j], ta)
-            seg_b = min(times[j + 1], tb)
-            pb = prices[j + 1] + off if seg_b == times[j + 1] else self._interp(k, seg_b) + off
-            if crossed(pb):
-                # Where the segment's own line meets the level, not a line from the (rounded) price at the
-                # scan's start: that made the fill time depend on how the clock had been stepped.
-                p0, p1 = prices[j] + off, prices[j + 1] + off
-                frac = 1.0 if p1 == p0 else (level - p0) / (p1 - p0)
-                at = times[j] + int(np.ceil(frac * (times[j + 1] - times[j])))
-                return min(seg_b, max(seg_a, at)), level
+            seg_a, seg_b = max(times[j], ta), min(times[j + 1], tb)
+            if seg_b <= seg_a or not crossed(seg_b):
+                continue  # a straight segment: neither end reached, nothing between did
+            p0, p1 = prices[j] + off, prices[j + 1] + off
+            frac = 1.0 if p1 == p0 else (level - p0) / (p1 - p0)
+            at = min(seg_b, max(seg_a + 1, times[j] + int(np.ceil(frac * (times[j + 1] - times[j])))))
+            while at - 1 > seg_a and crossed(at - 1):
+                at -= 1
+            while not crossed(at):
+                at += 1
+            return at, level
         return None
 
     def ticks(self, from_ms: int, to_ms: int) -> list[tuple[int, float, float]]:

@@ -13,7 +13,7 @@ from dtms.sim import create
 from dtms.sim.book import Book
 from dtms.sim.constants import CONSTANTS, ERROR_TEXT
 from dtms.sim.faults import take
-from dtms.sim.feed import series_for
+from dtms.sim.feed import Series, series_for
 from dtms.sim.harness import Harness
 from dtms.sim.orders import Orders
 from dtms.sim.queries import Queries, in_group
@@ -60,6 +60,14 @@ class Terminal(Queries, Orders, Harness):
             return CONSTANTS[name]
         except KeyError:
             raise AttributeError(f"module 'MetaTrader5' has no attribute {name!r}") from None
+
+    def series(self, symbol: str) -> Series:
+        """The symbol's price path (read-only; server-time ms): what quotes and SL/TP fills are computed from.
+
+        A driver that owns the clock (the replay) reads it to find when prices reach a level without
+        stepping the terminal through every moment in between.
+        """
+        return self._series[symbol]
 
     # --- plumbing -------------------------------------------------------------------------------------------
     def _utc_ms(self, book: Book) -> int:

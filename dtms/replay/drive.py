@@ -1,0 +1,339 @@
+"""The managed run: the production engine over the simulated terminal, on the live loop's tick grid.
+
+Both modes walk the same ticks a live loop would run (`loop.tick_s` from the start, where `Engine.next_due`
+says a tick can change anything). The exact mode runs every one of them. The event mode (the default) runs
+only the ticks at which something can happen, from the engine's wake-up contract (`Engine.wake`) and the
+data: a bar becoming final, a time the engine named, a price band left, an SL or TP filled. Every tick in
+between is idle by that contract, so it is only recorded (`Engine.fast_forward`): the two modes give the
+same report byte for byte, and the equivalence tests hold the event mode to it.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+import dtms
+from dtms.broker import MT5Broker
+from dtms.broker.base import Position
+from dtms.engine.cycle import Engine
+from dtms.engine.symbols import timeframe_s
+from dtms.engine.wake import Band, Side, Wake
+from dtms.gateway import Gateway, SoleLeadership
+from dtms.models import Holder
+from dtms.replay.inputs import _LEG_ACTIONS, _PROGRESS_STEPS, REPLAY_MAGIC, Entry
+from dtms.replay.results import trade_result, vwap_slopes
+from dtms.replay.rig import EventCounter, Opened, Plan, SimClock, on_grid, open_entry, open_terminal, utc
+from dtms.report import TradeResult
+from dtms.sim.feed import Series
+
+_HOUR_MS = 3_600_000
+
+
+def _ms(at: datetime | None) -> int | None:
+    return None if at is None else round(at.timestamp() * 1000)
+
+
+def bar_finals(plan: Plan) -> npt.NDArray[np.float64]:
+    """UTC ms at which each fast and slow bar of the data becomes final for the engine (close + delay)."""
+    times = plan.rates["time"].astype(np.int64)
+    delay = plan.config.data.partial_bar_delay_s
+    out = []
+    for name in (plan.fast, plan.slow):
+        tf = timeframe_s(name)
+        opens = np.unique((times - 3 * 86400) // tf * tf + 3 * 86400) if name == "W1" else np.unique(times // tf * tf)
+        out.append((opens - plan.offset + tf + delay) * 1000.0)
+    return np.unique(np.concatenate(out))
+
+
+class _Idle:
+    """After a real tick: which later ticks of the live grid are idle, and the lattice they walk.
+
+    Times here are engine (terminal) ms; a replay tick at driver time `c` runs at engine time `c + drift`
+    (an action that waited for the terminal moved its clock on). `idle(c)` is conservative: it says False
+    whenever it cannot prove the tick changes nothing.
+    """
+
+    def __init__(self, wake: Wake, drift: int, plan: Plan, series: Series, finals: npt.NDArray[np.float64],
+                 positions: Sequence[Position], balance: float, tick: tuple[float, float], point: float) -> None:  # fmt: skip
+        self.drift, self.plan, self.series = drift, plan, series
+        self.off = plan.offset * 1000
+        self.last = {t.identifier: _ms(t.last_fast_at) for t in wake.trades}
+        self.interval = {t.identifier: round(t.interval_s * 1000) for t in wake.trades}
+        self.changed: dict[int, int] = {}
+        self.dirty = False
+        self.reconcile = _ms(wake.last_reconcile)
+        self.reconcile_ms = round(plan.config.reconcile.interval_s * 1000)
+        now = _ms(wake.now) or 0
+        self.prev = now
+        times = [_ms(t.at) for t in wake.trades] + [_ms(wake.at)]
+        # The first bar to become final after each trade's last fast check: that check finds new bars.
+        for t in wake.trades:
+            last = self.last[t.identifier]
+            k = int(np.searchsorted(finals, last if last is not None else now, side="right"))
+            if k < len(finals):
+                times.append(int(np.floor(finals[k])))
+        until = min([x for x in times if x is not None], default=plan.end_ms + 1)
+        for p in positions:  # the terminal fills SL and TP on its own: the next tick sees the position gone
+            buy = p.direction == "BUY"
+            for level, below in ((p.sl, buy), (p.tp, not buy)):
+                if level:
+                    hit = series.first_cross(now + self.off, until + self.off, level, below=below, ask=not buy)
+                    if hit is not None:
+                        until = min(until, hit[0] - self.off)
+        self.until = until
+        self.bands: tuple[Band, ...] = tuple(b for t in wake.trades for b in t.bands)
+        self.equity = wake.equity
+        self.balance = balance
+        self.legs = [(1.0 if p.direction == "BUY" else -1.0, p.price_open, p.volume) for p in positions]
+        self.point = point
+        spec_tick, spec_value = tick
+        self.per_price = spec_value / spec_tick if spec_tick else 0.0
+        self.k0 = max(0, series.index(now + self.off))
+        self.safe = self._safe_bars(self.k0, max(self.k0, series.index(until + self.off)))
+
+    def _safe_bars(self, k0: int, k1: int) -> npt.NDArray[np.bool_]:
+        """Bars k0..k1 whose whole price range keeps every band and the equity band: no tick inside acts."""
+        s = self.series
+        pad = self.point
+        lo, hi, spr = s.l[k0 : k1 + 1] - pad, s.h[k0 : k1 + 1] + pad, s.spread[k0 : k1 + 1]
+        safe = np.ones(k1 - k0 + 1, dtype=bool)
+        for b in self.bands:
+            shift = 0.0 if b.side is Side.BID else spr if b.side is Side.ASK else spr / 2
+            safe &= (b.lo < lo + shift) & (hi + shift < b.hi)
+        e_lo, e_hi = self.equity
+        if self.legs and (e_lo > float("-inf") or e_hi < float("inf")):
+            low = high = np.full(len(safe), self.balance)
+            for sign, price_open, volume in self.legs:
+                at_lo = sign * (lo + (spr if sign < 0 else 0.0) - price_open) * self.per_price * volume
+                at_hi = sign * (hi + (spr if sign < 0 else 0.0) - price_open) * self.per_price * volume
+                low, high = low + np.minimum(at_lo, at_hi), high + np.maximum(at_lo, at_hi)
+            rounding = 0.01 * (len(self.legs) + 1)
+            safe &= (e_lo < low - rounding) & (high + rounding < e_hi)
+        return safe
+
+    def _quiet(self, at: int) -> bool:
+        """The exact test at one tick: its quote inside every band that applies then, equity inside its band."""
+        k = self.series.index(at + self.off)
+        if self.k0 <= k < self.k0 + len(self.safe) and self.safe[k - self.k0]:
+            return True
+        bid, ask, _ = self.series.quote(at + self.off)
+        for b in self.bands:
+            if (b.since is None or at >= _ms(b.since)) and (b.until is None or at < _ms(b.until)):  # type: ignore[operator]
+                if not b.holds(bid, ask):
+                    return False
+        e_lo, e_hi = self.equity
+        if self.legs and (e_lo > float("-inf") or e_hi < float("inf")):
+            equity = self.balance + sum(
+                sign * ((bid if sign > 0 else ask) - price_open) * self.per_price * volume
+                for sign, price_open, volume in self.legs
+            )
+            rounding = 0.01 * (len(self.legs) + 1)
+            if not e_lo < equity - rounding or not equity + rounding < e_hi:
+                return False
+        return True
+
+    def idle(self, c: int) -> bool:
+        at = c + self.drift
+        if at >= self.until or at // _HOUR_MS != self.prev // _HOUR_MS:
+            return False
+        return self._quiet(at)
+
+    def skip(self, c: int) -> None:
+        """Record an idle tick at driver time `c`: the fast checks and the reconciliation it would have run."""
+        at = c + self.drift
+        for i, last in self.last.items():
+            if last is None or at - last >= self.interval[i]:
+                self.last[i] = self.changed[i] = at
+        if self.reconcile is None or at - self.reconcile >= self.reconcile_ms:
+            self.reconcile = at
+        self.prev = at
+        self.dirty = True
+
+    def next_due(self, c: int) -> int:
+        """`Engine.next_due` at driver time `c` over the recorded state (in driver ms, before the grid)."""
+        hour = (c // _HOUR_MS + 1) * _HOUR_MS
+        due = [hour, *(last + self.interval[i] for i, last in self.last.items() if last is not None)]
+        if self.reconcile is not None:
+            due.append(self.reconcile + self.reconcile_ms)
+        return max(c, min(due))
+
+    def record(self, engine: Engine, epoch: int) -> None:
+        """Tell the engine what the skipped ticks did, before the next real tick."""
+        if self.dirty:
+            engine.fast_forward(epoch, {i: utc(at) for i, at in self.changed.items()},
+                                None if self.reconcile is None else utc(self.reconcile))  # fmt: skip
+        self.changed, self.dirty = {}, False
+
+
+@dataclass
+class Managed:
+    """What the managed run leaves for the report."""
+
+    results: list[TradeResult]
+    opened: list[Opened]
+    rejected: list[dict[str, Any]]
+    engine: dict[str, Any]
+    work: dict[str, int]
+    vwap: dict[str, Any]
+
+
+def managed(
+    plan: Plan,
+    todo: list[Entry],
+    generated: tuple[float, float | None] | None,
+    progress: Callable[[int, int], object] | None,
+    first: int,
+    *,
+    exact: bool = False,
+) -> Managed:
+    """The production engine over a simulated terminal, ticking on the live loop's grid where one is due."""
+    term, broker = open_terminal(plan)
+    store = dtms.open(":memory:", clock=SimClock(term))
+    holder = Holder(name="replay", host="replay", pid=1, proc_start=None, boot_id=None, token="replay")  # noqa: S106  # a lease token
+    taken = store.take_over(holder, ttl_ms=2**40, now_boot_ms=0, lock_inode=None, decide=lambda row: "first")
+    assert taken is not None  # noqa: S101  # a private in-memory store has no other candidate
+    epoch = taken[0]
+    events = EventCounter()
+    gateway = Gateway(store, SoleLeadership(epoch), send_margin_s=0)
+    engine = Engine(
+        store,
+        broker,
+        gateway,
+        plan.config,
+        now=term.now,
+        notifier=events,
+        wait=term.advance,
+        timeframes=(plan.fast, plan.slow),
+    )
+    engine.start(epoch)
+    spec = broker.symbol(plan.symbol)
+    series = term.series(plan.symbol)
+    finals = bar_finals(plan)
+    tick_ms = round(plan.config.loop.tick_s * 1000)
+    origin = now_ms = plan.start_ms
+    last_tick, next_tick = origin - tick_ms, None
+    opened: list[Opened] = []
+    rejected: list[dict[str, Any]] = []
+    queue = [(n, e, round(e.at.timestamp() * 1000)) for n, e in enumerate(todo, 1)][::-1]  # pop() = oldest
+    observed: list[tuple[float, float]] = []
+    seen_bar: int | None = None
+    bar_ms = (plan.rates["time"][first:].astype(np.int64) - plan.offset) * 1000
+    total, shown = len(bar_ms), 0
+    idle: _Idle | None = None
+    real = skipped = 0
+    while True:
+        t = min([x for x in (queue[-1][2] if queue else None, next_tick) if x is not None], default=None)
+        if t is None or t >= plan.end_ms:
+            break
+        if queue and queue[-1][2] <= t:
+            term.advance((t - now_ms) / 1000)
+            now_ms = t
+            if idle is not None:
+                idle.record(engine, epoch)
+                idle = None  # a new trade: the next tick runs
+        while queue and queue[-1][2] <= t:
+            n, entry, _ = queue.pop()
+            got = open_entry(broker, plan, n, entry, spec, utc(t), generated)
+            if isinstance(got, str):
+                rejected.append({"n": n, "at": utc(t).isoformat(), "reason": got})
+                continue
+            store.register_trade(
+                got.identifier,
+                plan.symbol,
+                entry.direction,
+                got.price,
+                entry.volume,
+                sl=got.entry.sl,
+                tp=got.entry.tp,
+                magic=REPLAY_MAGIC,
+                comment="replay",
+            )
+            opened.append(got)
+            due = on_grid(t, origin, tick_ms, last_tick)
+            next_tick = due if next_tick is None else min(next_tick, due)
+        if next_tick is not None and t >= next_tick:
+            if idle is not None and idle.idle(t):
+                skipped += 1
+                idle.skip(t)
+                last_tick = t
+                next_tick = on_grid(idle.next_due(t), origin, tick_ms, t)
+                continue
+            real += 1
+            if idle is not None:
+                idle.record(engine, epoch)
+            term.advance((t - now_ms) / 1000)
+            now_ms = t
+            engine.tick(epoch)
+            last_tick = t
+            sym = engine.symbols.get(plan.symbol)
+            if sym is not None and sym.thresholds is not None and sym.m5.newest_final_time != seen_bar:
+                seen_bar = sym.m5.newest_final_time
+                if len(sym.vwap.series) >= plan.config.vwap.slope_bars:
+                    observed.append((sym.slope(), sym.thresholds.vwap))
+            due_at = engine.next_due(utc(t))
+            next_tick = None if due_at is None else on_grid(round(due_at.timestamp() * 1000), origin, tick_ms, t)
+            if not exact and due_at is not None:
+                idle = _idle(engine, broker, plan, series, finals, spec.point, now_ms)
+        if progress is not None:
+            done = int(np.searchsorted(bar_ms, t, side="right"))
+            if done - shown >= max(1, total // _PROGRESS_STEPS):
+                shown = done
+                progress(done, total)
+    if idle is not None:
+        idle.record(engine, epoch)
+    term.advance(max(0, plan.end_ms - now_ms) / 1000)
+    end = utc(plan.end_ms)
+    positions = {p.identifier: p for p in broker.positions()}
+    results = []
+    for o in opened:
+        trade = store.get_trade(o.identifier)
+        assert trade is not None  # noqa: S101  # registered above, never unregistered
+        actions = list(reversed(store.actions(o.identifier, limit=2**31)))
+        legs = {o.identifier: "main"}
+        for a in actions:
+            leg_id = (a.result or {}).get("identifier")
+            if (
+                a.action_type in _LEG_ACTIONS
+                and a.status.value == "DONE"
+                and leg_id
+                and leg_id != o.identifier
+            ):
+                legs[int(leg_id)] = "hedge" if a.action_type == "open_hedge" else "readd"
+        results.append(
+            trade_result(o, broker, positions, end, legs, trade, actions, store.transitions(o.identifier))
+        )
+    status = store.setting("engine.status") or {}
+    counters = status.get("counters", {})
+    info = {
+        "deep_checks": counters.get("deep_checks", 0),
+        "transitions": counters.get("transitions", 0),
+        "events": dict(sorted(events.counts.items())),
+    }
+    work = {
+        "ticks_run": real,
+        "ticks_skipped": skipped,
+        "fast_checks": counters.get("fast_checks", 0),
+    }
+    vwap = vwap_slopes(broker, plan, observed)
+    store.close()
+    return Managed(results, opened, rejected, info, work, vwap)
+
+
+def _idle(engine: Engine, broker: MT5Broker, plan: Plan, series: Series, finals: npt.NDArray[np.float64],
+          point: float, now_ms: int) -> _Idle:  # fmt: skip
+    """The idle-tick test after a real tick, from the engine's contract and the terminal's state."""
+    now = engine.now()
+    wake = engine.wake(now)
+    drift = round(now.timestamp() * 1000) - now_ms
+    account = broker.account()
+    spec = broker.symbol(plan.symbol)
+    positions = [p for p in broker.positions() if p.symbol == plan.symbol]
+    return _Idle(wake, drift, plan, series, finals, positions, account.equity - account.profit,
+                 (spec.tick_size, spec.tick_value), point)  # fmt: skip
+
+
+__all__ = ["Managed", "bar_finals", "managed"]
