@@ -215,8 +215,12 @@ def render(report: Report) -> str:
         f"{meta['timeframes'][1]} bars)",
         f"entries: {meta['entries']['text']}; {meta['entries']['opened']} opened, "
         f"{len(meta['entries']['rejected'])} rejected",
-        "",
     ]
+    adjusted = meta.get("config_adjusted") or {}
+    if adjusted:
+        lines.append("adjusted for the timeframes: " + ", ".join(f"{k} = {v:g}" for k, v in adjusted.items()))
+    lines += [f"warning: {w}" for w in meta.get("warnings") or ()]
+    lines.append("")
     rows = [("", "managed", "baseline")]
     rows += [(label, _num(m[key], fmt), _num(b[key], fmt)) for label, key, fmt in _ROWS]
     for reason in sorted(set(m["exits"]) | set(b["exits"])):

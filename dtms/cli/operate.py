@@ -344,10 +344,14 @@ def demo_command(duration: float, speed: float, processes: int, trades: int, kee
 @click.option("--plot", "plot_path", type=FilePath(),
               help="Draw price, entries/exits, SL path and states to this PNG (needs dtms[plot]).")  # fmt: skip
 @click.option("--plot-trade", type=click.IntRange(1), help="Plot only this entry (1-based).")
+@click.option("--exact", is_flag=True,
+              help="Run every tick of the live grid (slow; the oracle the default event-driven run matches).")  # fmt: skip
+@click.option("--seconds", "keep_seconds", is_flag=True,
+              help="On coarse timeframes keep time settings in seconds instead of scaling them to the bars.")  # fmt: skip
 def replay_command(bars: Path, symbol: str | None, entries_path: Path | None, every: int | None, seed: int,
                    timeframes: str | None, sl_atr: float, tp_r: float, no_tp: bool, volume: float, balance: float,
                    warmup: int | None, config_path: Path | None, as_json: bool, out_path: Path | None,
-                   plot_path: Path | None, plot_trade: int | None) -> None:  # fmt: skip
+                   plot_path: Path | None, plot_trade: int | None, exact: bool, keep_seconds: bool) -> None:  # fmt: skip
     """Replay BARS (a MetaTrader CSV export or a plain OHLCV CSV) through the engine, beside the unmanaged
     baseline, and report both. Deterministic: the same inputs give the same report."""
     from rich.progress import Progress
@@ -366,6 +370,7 @@ def replay_command(bars: Path, symbol: str | None, entries_path: Path | None, ev
             bars, symbol=symbol or symbol_from_path(bars), entries=entries_path, every=every, seed=seed,
             config=config, timeframes=pair, sl_atr=sl_atr, tp_r=None if no_tp else tp_r, volume=volume,
             balance=balance, warmup=warmup, progress=lambda done, total: bar.update(task, completed=done, total=total),
+            exact=exact, scale_time=not keep_seconds,
         )  # fmt: skip
     text = report.to_json()
     if out_path is not None:

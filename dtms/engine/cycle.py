@@ -186,12 +186,17 @@ class Engine:
     def wake(self, now: datetime) -> wk.Wake:
         """The wake-up contract after a tick at `now` (`dtms.engine.wake`): what can make a later tick act."""
         halted = bool(self.store.setting("trading.halted", False))
+        try:
+            present: set[int] | None = {p.identifier for p in self.broker.positions()}
+        except BrokerError:
+            present = None
         trades = []
         for trade in self.store.list_trades():
             sym = self.symbols.get(trade.symbol)
             stopped = halted or self.guard.trading_state(trade.symbol) is rl.TradingState.HALTED
             open_actions = bool(self.store.open_actions(trade.identifier))
-            trades.append(wk.trade_wake(trade, sym, now, self.config, has_open_actions=open_actions, halted=stopped))
+            trades.append(wk.trade_wake(trade, sym, now, self.config, has_open_actions=open_actions, halted=stopped,
+                                        present=present is not None and trade.identifier in present))  # fmt: skip
         news = [self.guard.news_change(s.key, now) for s in self.symbols.values()]
         return wk.Wake(now, tuple(trades), wk.earliest(news), self.guard.equity_band(), self._last_reconcile, halted)
 

@@ -110,6 +110,7 @@ def trade_wake(
     *,
     has_open_actions: bool,
     halted: bool,
+    present: bool = True,
 ) -> TradeWake:
     """What can make this trade's next fast checks act, after a tick at `now` (see the module docstring)."""
     eng = trade.engine
@@ -129,6 +130,7 @@ def trade_wake(
         or bool(eng.get("missing_since"))
         or has_open_actions
         or halted
+        or not present  # its next fast check finds the position gone
         or _unseen_bar(sym, last_fast)
     )
     if must or sym is None or trade.r is None:

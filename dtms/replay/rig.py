@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
@@ -22,8 +22,34 @@ from dtms.events import Event, Notifier
 from dtms.replay.inputs import REPLAY_MAGIC, Entry, Rates
 
 
-def effective_config(config: Config | Mapping[str, Any] | None, fast: str) -> tuple[Config, int, dict[str, Any]]:
-    """The effective config, the server offset, and what replay changed (shown in the report)."""
+#: Settings in seconds that the engine reasons about in bars of its timeframes (M5 and M15 by default): on a
+#: coarser mapping (H1/H4 is 12x M5) replay scales them by the mapping, so that a path that takes three M5
+#: bars on live data takes three H1 bars on H1 data instead of happening inside one bar or never.
+BAR_TIMED: Final = (
+    "monitoring.start_age_s",
+    "monitoring.deep_s",
+    "monitoring.deep_cooldown_s",
+    "fsm.flat_timer_s",
+    "fsm.recovery_timer_s",
+    "warnings.decay_s",
+    "rails.data.max_bar_age_s",
+)
+
+
+def _get(cfg: Any, key: str) -> Any:
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def effective_config(
+    config: Config | Mapping[str, Any] | None, fast: str, *, scale_time: bool = True
+) -> tuple[Config, int, dict[str, Any]]:
+    """The effective config, the server offset, and what replay changed (shown in the report).
+
+    With `scale_time` and a fast timeframe coarser than M5, every `BAR_TIMED` setting left at its default is
+    multiplied by (fast timeframe / M5); one set by the caller is kept as given.
+    """
     data = config.to_dict() if isinstance(config, Config) else dict(config or {})
     broker = dict(data.get("broker") or {})
     broker.setdefault("server_time", 0)
@@ -37,13 +63,41 @@ def effective_config(config: Config | Mapping[str, Any] | None, fast: str) -> tu
     cfg = Config.from_mapping(data)
     adjusted: dict[str, Any] = {}
     scale = timeframe_s(fast) / timeframe_s(DEFAULT_TIMEFRAMES[0])
-    if scale > 1:
-        # The data rail allows one fast bar of delay (300 s on M5): on mapped timeframes, one of those bars.
-        age = cfg.rails.data.max_bar_age_s * scale
-        data.setdefault("rails", {}).setdefault("data", {})["max_bar_age_s"] = age
-        adjusted["rails.data.max_bar_age_s"] = age
+    if scale > 1 and scale_time:
+        default = Config()
+        for key in BAR_TIMED:
+            if _get(cfg, key) != _get(default, key):
+                continue
+            *path, leaf = key.split(".")
+            node = data
+            for part in path:
+                node = node.setdefault(part, {})
+            node[leaf] = adjusted[key] = _get(default, key) * scale
         cfg = Config.from_mapping(data)
     return cfg, int(broker["server_time"]), adjusted
+
+
+def impossible_paths(cfg: Config, fast: str, slow: str) -> list[str]:
+    """Configured paths the timeframes make impossible or degenerate (the report warns about each)."""
+    fast_s, slow_s = timeframe_s(fast), timeframe_s(slow)
+    mc, out = cfg.monitoring, []
+    if cfg.fsm.flat_timer_s < slow_s:
+        out.append(
+            f"fsm.flat_timer_s {cfg.fsm.flat_timer_s:g} s is shorter than one {slow} bar ({slow_s} s): the flat "
+            f"timer closes a hedge before a {slow} bar can close, so HEDGED -> RECOVERING (a BOS on a {slow} bar "
+            "closed after the hedge) cannot occur"
+        )
+    if mc.deep_s < fast_s:
+        out.append(
+            f"monitoring.deep_s {mc.deep_s:g} s is shorter than one {fast} bar ({fast_s} s): deep checks repeat "
+            "on the same bars"
+        )
+    if cfg.warnings.decay_s < mc.deep_s:
+        out.append(
+            f"warnings.decay_s {cfg.warnings.decay_s:g} s is shorter than monitoring.deep_s {mc.deep_s:g} s: a "
+            "warning expires before the next scheduled deep check can repeat it"
+        )
+    return out
 
 
 class SimClock:

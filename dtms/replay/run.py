@@ -35,7 +35,7 @@ from dtms.replay.inputs import (
     resolve_timeframes,
 )
 from dtms.replay.results import baseline
-from dtms.replay.rig import Plan, effective_config, utc
+from dtms.replay.rig import Plan, effective_config, impossible_paths, utc
 from dtms.report import Report, action_counts, summarize, time_in_states
 from dtms.sim import loaders
 
@@ -56,6 +56,7 @@ def replay(
     warmup: int | None = None,
     progress: Callable[[int, int], object] | None = None,
     exact: bool = False,
+    scale_time: bool = True,
 ) -> Report:
     """Replay `bars` of `symbol` through the engine, and the same entries unmanaged; compare them.
 
@@ -72,6 +73,10 @@ def replay(
         progress: called as `progress(done_bars, total_bars)` during the run.
         exact: run every tick of the live grid instead of only those the engine's wake-up contract says can
             act (the default). Both give the same report byte for byte; the exact mode is the oracle.
+        scale_time: on timeframes coarser than M5/M15, scale the settings the engine reasons about in bars
+            (`dtms.replay.rig.BAR_TIMED`: start age, deep cadence and cooldown, flat and recovery timers,
+            warning decay, data staleness) by the mapping, unless the config sets them; listed in
+            `meta.config_adjusted`. Paths the timeframes still make impossible are listed in `meta.warnings`.
 
     Raises:
         DataError: unreadable or inconsistent bars or entries, data too short, or timeframes the data cannot
@@ -94,7 +99,7 @@ def replay(
     rates, source, fmt = load_bars(bars)
     base_s = loaders.base_interval(rates)
     fast, slow = resolve_timeframes(base_s, timeframes, source)
-    cfg, offset, adjusted = effective_config(config, fast)
+    cfg, offset, adjusted = effective_config(config, fast, scale_time=scale_time)
     times = rates["time"].astype(np.int64)
     slow_open = (
         np.unique(times // timeframe_s(slow) * timeframe_s(slow))
@@ -151,6 +156,7 @@ def replay(
         "balance": balance,
         "account": "hedging",
         "config_adjusted": adjusted,
+        "warnings": impossible_paths(cfg, fast, slow),
         "dtms_version": dtms.__version__,
         "entries": {
             **_describe(entries, every, seed, sl_atr, tp_r, volume, fast, slow),
