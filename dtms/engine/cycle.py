@@ -14,7 +14,7 @@ from dtms.engine import cadence, machine
 from dtms.engine import wake as wk
 from dtms.engine import rails as rl
 from dtms.engine import signals as sg
-from dtms.engine.execute import Context, Executor
+from dtms.engine.execute import Context, Executor, market_closed_since
 from dtms.engine.foreign import RAIL as FOREIGN_RAIL
 from dtms.engine.foreign import ForeignWatch
 from dtms.engine.guard import Guard
@@ -194,9 +194,12 @@ class Engine:
         for trade in self.store.list_trades():
             sym = self.symbols.get(trade.symbol)
             stopped = halted or self.guard.trading_state(trade.symbol) is rl.TradingState.HALTED
-            open_actions = bool(self.store.open_actions(trade.identifier))
-            trades.append(wk.trade_wake(trade, sym, now, self.config, has_open_actions=open_actions, halted=stopped,
-                                        present=present is not None and trade.identifier in present))  # fmt: skip
+            open_actions = self.store.open_actions(trade.identifier)
+            quote = self.executor.quote_at(trade.symbol) if open_actions else None
+            closed = bool(open_actions) and all(market_closed_since(a, quote) for a in open_actions)
+            trades.append(wk.trade_wake(trade, sym, now, self.config, has_open_actions=bool(open_actions),
+                                        halted=stopped, present=present is not None and trade.identifier in present,
+                                        market_closed=closed))  # fmt: skip
         news = [self.guard.news_change(s.key, now) for s in self.symbols.values()]
         return wk.Wake(now, tuple(trades), wk.earliest(news), self.guard.equity_band(), self._last_reconcile, halted)
 

@@ -24,6 +24,18 @@ log = logging.getLogger(__name__)
 #: A request answered "later" (market closed, frozen, too many requests) is retried on later checks, but not
 #: forever: after this many sends the action is FAILED, and its transition abandoned or its leg alerted.
 MAX_DEFERRED_SENDS: Final = 20
+MARKET_CLOSED: Final = 10018  # TRADE_RETCODE_MARKET_CLOSED
+
+
+def market_closed_since(action: Action, quote_at: datetime | None) -> bool:
+    """The action's last send met a closed market and the symbol has not quoted since (it is still closed)."""
+    return (
+        action.status is ActionStatus.INTENT
+        and action.retcode == MARKET_CLOSED
+        and action.sent_at is not None
+        and quote_at is not None
+        and quote_at <= action.sent_at
+    )
 DEFENSIVE: Final = frozenset({TradeState.WARNING_L2, TradeState.HEDGED})
 SL_ACTIONS: Final = frozenset({ActionType.TIGHTEN_SL, ActionType.MOVE_SL_BREAKEVEN, ActionType.TRAIL_SL})
 
@@ -112,6 +124,10 @@ class Executor:
         self._settle = settle
         if action.status is not ActionStatus.INTENT:
             return self.reconcile(epoch, action, trade, ctx)
+        if market_closed_since(action, self.quote_at(trade.symbol)):
+            # MARKET_CLOSED last time and no quote since: sending again cannot succeed (spec: retry when the
+            # condition changes). Nothing is sent or counted until the market quotes again.
+            return Result(ActionStatus.INTENT, {"reason": "market_closed"})
         attempts = 0
         while True:
             try:
@@ -134,6 +150,13 @@ class Executor:
             if result is not None:
                 return result
             self.wait(self._waits()[attempts - 1])
+
+    def quote_at(self, symbol: str) -> datetime | None:
+        """The time of the symbol's latest quote (None: unknown)."""
+        try:
+            return self.broker.tick(symbol).at
+        except BrokerError:
+            return None
 
     def _waits(self) -> list[float]:
         return list(self.config.execution.fresh_waits_s)[: self.config.execution.fresh_attempts]

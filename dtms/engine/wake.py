@@ -71,6 +71,7 @@ class TradeWake:
     at: datetime | None
     bands: tuple[Band, ...] = ()
     forced: bool = False  # the next tick comes at once (`Engine.next_due`): a pending transition, no check yet
+    market_closed: bool = False  # every open action waits for the closed market to quote again
 
 @dataclass(frozen=True)
 class Wake:
@@ -111,8 +112,13 @@ def trade_wake(
     has_open_actions: bool,
     halted: bool,
     present: bool = True,
+    market_closed: bool = False,
 ) -> TradeWake:
-    """What can make this trade's next fast checks act, after a tick at `now` (see the module docstring)."""
+    """What can make this trade's next fast checks act, after a tick at `now` (see the module docstring).
+
+    `market_closed`: every open action of the trade last met a closed market that has not quoted since; the
+    checks (and a pending transition's drives) change nothing until it does.
+    """
     eng = trade.engine
     last = eng.get("last_fast_at")
     last_fast = datetime.fromisoformat(last) if isinstance(last, str) else None
@@ -133,8 +139,10 @@ def trade_wake(
         or not present  # its next fast check finds the position gone
         or _unseen_bar(sym, last_fast)
     )
+    forced = eng.get("pending_transition") is not None or sym is None or last_fast is None
+    if market_closed and sym is not None and last_fast is not None and present and not halted:
+        return TradeWake(trade.identifier, trade.symbol, last_fast, interval, None, forced=forced, market_closed=True)
     if must or sym is None or trade.r is None:
-        forced = eng.get("pending_transition") is not None or sym is None or last_fast is None
         return TradeWake(trade.identifier, trade.symbol, last_fast, interval, now, forced=forced)
     mc = config.monitoring
     times: list[datetime | None] = [next_session_change(now)]

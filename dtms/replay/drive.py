@@ -65,17 +65,24 @@ class _Idle:
         self.interval = {t.identifier: round(t.interval_s * 1000) for t in wake.trades}
         self.changed: dict[int, int] = {}
         self.dirty = False
+        # A pending transition makes every grid tick a tick (`Engine.next_due`); while it waits for a closed
+        # market those ticks only find it waiting, and that trade runs no fast check.
+        self.pending = {t.identifier for t in wake.trades if t.forced}
         self.reconcile = _ms(wake.last_reconcile)
         self.reconcile_ms = round(plan.config.reconcile.interval_s * 1000)
         now = _ms(wake.now) or 0
         self.prev = now
         times = [_ms(t.at) for t in wake.trades] + [_ms(wake.at)]
         # The first bar to become final after each trade's last fast check: that check finds new bars.
-        for t in wake.trades:
+        for t in wake.trades:  # (a pending trade runs no fast check: its bars wait for the transition)
             last = self.last[t.identifier]
-            k = int(np.searchsorted(finals, last if last is not None else now, side="right"))
+            seen = now if last is None or t.forced else last
+            k = int(np.searchsorted(finals, seen, side="right"))
             if k < len(finals):
                 times.append(int(np.floor(finals[k])))
+        if any(t.market_closed for t in wake.trades):  # the market quotes again at the next bar's open
+            k = series.index(now + self.off) + 1
+            times.append(int(series.t_ms[k]) - self.off if k < series.n else plan.end_ms + 1)
         until = min([x for x in times if x is not None], default=plan.end_ms + 1)
         for p in positions:  # the terminal fills SL and TP on its own: the next tick sees the position gone
             buy = p.direction == "BUY"
@@ -94,6 +101,17 @@ class _Idle:
         self.per_price = spec_value / spec_tick if spec_tick else 0.0
         self.k0 = max(0, series.index(now + self.off))
         self.safe = self._safe_bars(self.k0, max(self.k0, series.index(until + self.off)))
+        self.unsafe = np.flatnonzero(~self.safe) + self.k0
+        self.tick = tick = round(plan.config.loop.tick_s * 1000)
+        origin = plan.start_ms
+        on_grid = [*(x for x in self.last.values() if x is not None), self.reconcile or origin, origin - origin % _HOUR_MS]
+        # Every tick on the grid and every cadence a whole number of grid steps: the ticks up to a time can
+        # be skipped in one step (`jump`), not one by one.
+        self.regular = (
+            drift == 0
+            and all((x - origin) % tick == 0 for x in on_grid)
+            and all(v % tick == 0 for v in (*self.interval.values(), self.reconcile_ms, _HOUR_MS))
+        )
 
     def _safe_bars(self, k0: int, k1: int) -> npt.NDArray[np.bool_]:
         """Bars k0..k1 whose whole price range keeps every band and the equity band: no tick inside acts."""
@@ -142,11 +160,41 @@ class _Idle:
             return False
         return self._quiet(at)
 
+    def jump(self, c: int, limit: int | None) -> int | None:
+        """Skip in one step every idle tick from driver time `c` (the next tick) to the first that may act,
+        stopping before `limit` (an entry); returns the next tick's due time, or None when `c` itself must be
+        tested on its own (an unsafe bar, a wake, or an irregular grid)."""
+        at = c + self.drift
+        if not self.regular or at >= self.until or at // _HOUR_MS != self.prev // _HOUR_MS:
+            return None
+        k = self.series.index(at + self.off)
+        if not (self.k0 <= k < self.k0 + len(self.safe) and self.safe[k - self.k0]):
+            return None
+        end = min(self.until, (self.prev // _HOUR_MS + 1) * _HOUR_MS)
+        u = int(np.searchsorted(self.unsafe, k, side="right"))
+        if u < len(self.unsafe):
+            end = min(end, int(self.series.t_ms[self.unsafe[u]]) - self.off)
+        if limit is not None:
+            end = min(end, limit + self.drift)
+        if end <= at:
+            return None
+        for i, last in self.last.items():  # every point of each cadence before `end` was a skipped tick
+            iv = self.interval[i]
+            if last is not None and last + iv < end and i not in self.pending:
+                self.last[i] = self.changed[i] = last + (end - 1 - last) // iv * iv
+        if self.reconcile is not None and self.reconcile + self.reconcile_ms < end:
+            self.reconcile += (end - 1 - self.reconcile) // self.reconcile_ms * self.reconcile_ms
+        self.prev = max(at, self.reconcile or at, *(x for x in self.last.values() if x is not None))
+        if self.pending:  # every grid tick ran: the last one before `end`
+            self.prev = max(self.prev, end - 1 - (end - 1 - self.plan.start_ms) % self.tick)
+        self.dirty = True
+        return self.next_due(self.prev - self.drift)
+
     def skip(self, c: int) -> None:
         """Record an idle tick at driver time `c`: the fast checks and the reconciliation it would have run."""
         at = c + self.drift
         for i, last in self.last.items():
-            if last is None or at - last >= self.interval[i]:
+            if i not in self.pending and (last is None or at - last >= self.interval[i]):
                 self.last[i] = self.changed[i] = at
         if self.reconcile is None or at - self.reconcile >= self.reconcile_ms:
             self.reconcile = at
@@ -155,6 +203,8 @@ class _Idle:
 
     def next_due(self, c: int) -> int:
         """`Engine.next_due` at driver time `c` over the recorded state (in driver ms, before the grid)."""
+        if self.pending:
+            return c
         hour = (c // _HOUR_MS + 1) * _HOUR_MS
         due = [hour, *(last + self.interval[i] for i, last in self.last.items() if last is not None)]
         if self.reconcile is not None:
@@ -255,6 +305,12 @@ def managed(
             opened.append(got)
             due = on_grid(t, origin, tick_ms, last_tick)
             next_tick = due if next_tick is None else min(next_tick, due)
+        if next_tick is not None and t >= next_tick and idle is not None:
+            due = idle.jump(t, queue[-1][2] if queue else None)
+            if due is not None:
+                last_tick = idle.prev - idle.drift
+                next_tick = on_grid(due, origin, tick_ms, last_tick)
+                continue
         if next_tick is not None and t >= next_tick:
             if idle is not None and idle.idle(t):
                 skipped += 1

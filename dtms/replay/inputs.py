@@ -130,14 +130,31 @@ def load_bars(bars: str | os.PathLike[str] | Rates) -> tuple[Rates, str, str]:
 
 
 def synthetic(
-    symbol: str = "EURUSD", *, days: int = 14, seed: int = 0, start: datetime = DEFAULT_START
+    symbol: str = "EURUSD",
+    *,
+    days: int = 14,
+    seed: int = 0,
+    start: datetime = DEFAULT_START,
+    timeframe: str = "M1",
 ) -> Rates:
-    """The simulator's embedded synthetic M1 bars: `days` days from `start`, the same for the same args."""
+    """The simulator's embedded synthetic bars: `days` days from `start`, the same for the same args.
+
+    The generator makes M1 bars; any coarser `timeframe` (e.g. "H1") is built from them as a terminal would.
+
+    Raises:
+        ConfigError: an unknown timeframe name.
+    """
+    from dtms.sim.feed import series_for
     from dtms.sim.symbols import preset
     from dtms.sim.synth import synthetic_bars
 
+    seconds = timeframe_s(timeframe)
     begin = int(start.timestamp())
-    return synthetic_bars(symbol, begin, begin + days * 86400, digits=preset(symbol).digits, seed=seed)
+    digits = preset(symbol).digits
+    bars = synthetic_bars(symbol, begin, begin + days * 86400, digits=digits, seed=seed)
+    if seconds == 60:
+        return bars
+    return series_for(bars, 60, 10.0**-digits, digits).resampled(TIMEFRAMES[timeframe.strip().upper()])
 
 
 def _name(seconds: int) -> str:

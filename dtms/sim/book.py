@@ -280,6 +280,32 @@ class Book:
             return tp[0], tp[1], REASON_TP
         return None
 
+    def stop_out_impossible(self, until_ms: int) -> bool:
+        """Whether no price the path reaches before `until_ms` can bring the margin level to the stop-out.
+
+        A bound: every position at its worst price of the bars in between, the margin at the highest rate.
+        `advance` then moves in one step instead of checking the stop-out once a minute; fills in between
+        come out the same, since SL/TP crossings do not depend on how the clock is stepped.
+        """
+        if not self.settings.stop_out or not self.positions:
+            return True
+        equity, margin = self.account.balance + self.account.credit, 0.0
+        sides: dict[str, list[float]] = {}
+        top: dict[str, float] = {}
+        for pos in self.positions.values():
+            series, cfg = self.market[pos.symbol], self.symbols[pos.symbol]
+            k0, k1 = max(0, series.index(self.now_ms)), max(0, series.index(until_ms))
+            low, high = float(series.l[k0 : k1 + 1].min()), float(series.h[k0 : k1 + 1].max())
+            spread = float(series.spread[k0 : k1 + 1].max())
+            worst = low if pos.type == BUY else high + spread
+            equity += self.profit(pos.symbol, pos.type, pos.volume, pos.price_open, worst) - 0.01
+            sides.setdefault(pos.symbol, [0.0, 0.0])[pos.type] += pos.volume
+            top[pos.symbol] = 1.0 if cfg.currency_margin == self.account.currency else high + spread
+        for symbol, volumes in sides.items():
+            cfg = self.symbols[symbol]
+            margin += max(volumes) * cfg.contract_size * top[symbol] / self.account.leverage
+        return margin <= 0 or (equity > 0 and equity / margin * 100 > self.account.margin_so_so * (1 + 1e-9) + 1e-9)
+
     def _stop_out(self) -> None:
         while self.positions:
             margin = self.margin()

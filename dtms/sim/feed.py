@@ -132,6 +132,17 @@ class Series:
         return out
 
     # --- bars ---------------------------------------------------------------------------------------------
+    def resampled(self, code: int) -> Rates:
+        """Every complete bar of TIMEFRAME_* `code` built from the base bars (what copy_rates_* serves).
+
+        Raises:
+            ValueError: a timeframe the base bars cannot build (finer, or not a whole multiple).
+        """
+        agg = self._agg(code)
+        if agg is None:
+            raise ValueError(f"timeframe code {code} cannot be built from {self.interval_s} s bars")
+        return agg.rates.copy()
+
     def _agg(self, code: int) -> _Agg | None:
         seconds = timeframe_seconds(code)
         if seconds is None or (seconds and (seconds < self.interval_s or seconds % self.interval_s)):

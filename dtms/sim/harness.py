@@ -58,7 +58,8 @@ class Harness:
         remaining = round(seconds * 1000)
         with self._control() as book:
             while remaining > 0:
-                step = min(remaining, _STEP_MS) if book.positions else remaining
+                end_ms = book.now_ms + remaining
+                step = remaining if book.stop_out_impossible(end_ms) else min(remaining, _STEP_MS)
                 book.clock["sim_ms"] += step
                 book.touch("clock")
                 remaining -= step
