@@ -24,7 +24,7 @@ from dtms.engine.transitions import Transitions
 from dtms.errors import BrokerError
 from dtms.events import Event, Notifier
 from dtms.gateway import Gateway
-from dtms.models import Direction, Trade, TradeState
+from dtms.models import Action, Direction, Trade, TradeState
 from dtms.store import Store, TradeUpdate
 
 log = logging.getLogger(__name__)
@@ -191,10 +191,13 @@ class Engine:
         except BrokerError:
             present = None
         trades = []
+        waiting: dict[int, list[Action]] = {}
+        for action in self.store.open_actions():
+            waiting.setdefault(action.identifier, []).append(action)
         for trade in self.store.list_trades():
             sym = self.symbols.get(trade.symbol)
             stopped = halted or self.guard.trading_state(trade.symbol) is rl.TradingState.HALTED
-            open_actions = self.store.open_actions(trade.identifier)
+            open_actions = waiting.get(trade.identifier, [])
             quote = self.executor.quote_at(trade.symbol) if open_actions else None
             closed = bool(open_actions) and all(market_closed_since(a, quote) for a in open_actions)
             trades.append(wk.trade_wake(trade, sym, now, self.config, has_open_actions=bool(open_actions),

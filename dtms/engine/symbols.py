@@ -81,6 +81,8 @@ class SymbolData:
     hourly_medians: list[float] = field(default_factory=list)
     last_error: str | None = None
     _cache: dict[tuple[Any, ...], sg.Evaluation] = field(default_factory=dict)
+    _median_of: list[float] | None = None
+    _median: float | None = None
 
     def __post_init__(self) -> None:
         dc = self.config.data
@@ -100,6 +102,11 @@ class SymbolData:
             return
         self.refreshed_tick = tick_no
         dc = self.config.data
+        if self.ready and now.timestamp() < self._next_final():
+            # No bar can have closed since the last fetch (the forming bar is never read): nothing to fetch.
+            if self.regime is not None and rg.session_at(now)[0] is not self.regime.session:
+                self._classify(now)
+            return
         fast, slow = self.timeframes
         try:
             m5_n = dc.m5_fetch if self.ready else dc.m5_window + 1
@@ -124,6 +131,13 @@ class SymbolData:
             self._classify(now)
         elif self.regime is not None and rg.session_at(now)[0] is not self.regime.session:
             self._classify(now)
+
+    def _next_final(self) -> float:
+        """When the next bar of either window can become final (its close + the partial-bar delay)."""
+        delay = self.config.data.partial_bar_delay_s
+        times = [w.newest_final_time + 2 * w.timeframe_s + delay for w in (self.m5, self.m15)
+                 if w.newest_final_time is not None]  # fmt: skip
+        return min(times) if len(times) == 2 else float("-inf")
 
     def _classify(self, now: datetime) -> None:
         bars = self.m15.final()
@@ -183,6 +197,13 @@ class SymbolData:
             self._cache[key] = hit
         return hit
 
+    def _spread_median(self) -> float | None:
+        if not self.hourly_medians:
+            return None
+        if self._median_of != self.hourly_medians:  # a list compare is far cheaper than the median
+            self._median_of, self._median = list(self.hourly_medians), spread_median(self.hourly_medians)
+        return self._median
+
     def health(self) -> dict[str, Any]:
         """Data health for the status surfaces."""
         return {
@@ -192,7 +213,7 @@ class SymbolData:
             "last_m5_open": self.m5.newest_final_time,
             "last_m15_open": self.m15.newest_final_time,
             "vwap": self.vwap.value,
-            "spread_median": spread_median(self.hourly_medians) if self.hourly_medians else None,
+            "spread_median": self._spread_median(),
             "ready": self.ready,
             "error": self.last_error,
         }

@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 import dtms
 from dtms.broker import MT5Broker
-from dtms.broker.base import Position
+from dtms.broker.base import Position, SymbolSpec
 from dtms.engine.cycle import Engine
 from dtms.engine.symbols import timeframe_s
 from dtms.engine.wake import Band, Side, Wake
@@ -50,11 +50,13 @@ def bar_finals(plan: Plan) -> npt.NDArray[np.float64]:
 
 
 class _Idle:
-    """After a real tick: which later ticks of the live grid are idle, and the lattice they walk.
+    """After a real tick: until when the ticks of the live grid are idle, and the lattice they walk.
 
     Times here are engine (terminal) ms; a replay tick at driver time `c` runs at engine time `c + drift`
-    (an action that waited for the terminal moved its clock on). `idle(c)` is conservative: it says False
-    whenever it cannot prove the tick changes nothing.
+    (an action that waited for the terminal moved its clock on). `until` is the earliest moment anything can
+    act: a time the engine named, a bar becoming final, an SL or TP fill, or the price path leaving a band
+    (each band edge moved one point inwards: quotes are the path rounded to the symbol's digits). Every tick
+    before it is idle; the first tick at or after it runs, whether or not it then finds work.
     """
 
     def __init__(self, wake: Wake, drift: int, plan: Plan, series: Series, finals: npt.NDArray[np.float64],
@@ -83,97 +85,64 @@ class _Idle:
         if any(t.market_closed for t in wake.trades):  # the market quotes again at the next bar's open
             k = series.index(now + self.off) + 1
             times.append(int(series.t_ms[k]) - self.off if k < series.n else plan.end_ms + 1)
-        until = min([x for x in times if x is not None], default=plan.end_ms + 1)
+        self.until = min([x for x in times if x is not None], default=plan.end_ms + 1)
         for p in positions:  # the terminal fills SL and TP on its own: the next tick sees the position gone
             buy = p.direction == "BUY"
             for level, below in ((p.sl, buy), (p.tp, not buy)):
                 if level:
-                    hit = series.first_cross(now + self.off, until + self.off, level, below=below, ask=not buy)
-                    if hit is not None:
-                        until = min(until, hit[0] - self.off)
-        self.until = until
-        self.bands: tuple[Band, ...] = tuple(b for t in wake.trades for b in t.bands)
-        self.equity = wake.equity
-        self.balance = balance
-        self.legs = [(1.0 if p.direction == "BUY" else -1.0, p.price_open, p.volume) for p in positions]
-        self.point = point
-        spec_tick, spec_value = tick
-        self.per_price = spec_value / spec_tick if spec_tick else 0.0
-        self.k0 = max(0, series.index(now + self.off))
-        self.safe = self._safe_bars(self.k0, max(self.k0, series.index(until + self.off)))
-        self.unsafe = np.flatnonzero(~self.safe) + self.k0
-        self.tick = tick = round(plan.config.loop.tick_s * 1000)
+                    self._exit(now, level, below=below, ask=not buy)
+        bands = [b for t in wake.trades for b in t.bands]
+        k0, k1 = max(0, series.index(now + self.off)), max(0, series.index(self.until + self.off))
+        spreads = series.spread[k0 : max(k0, k1) + 1]
+        s_min, s_max = float(spreads.min()), float(spreads.max())
+        if positions:
+            bands.append(_equity_band(wake.equity, positions, balance, tick, s_min, s_max))
+        for b in bands:
+            start = max(now, _ms(b.since) or now)
+            if b.until is not None and start >= (_ms(b.until) or 0):
+                continue
+            lo, hi, ask = b.lo, b.hi, b.side is Side.ASK
+            if b.side is Side.MID:  # mid = bid + spread / 2, for every spread of the bars in between
+                lo, hi = lo - s_min / 2, hi - s_max / 2
+            if not lo + point < hi - point:
+                self.until = min(self.until, start)
+                continue
+            if lo > float("-inf"):
+                self._exit(start, lo + point, below=True, ask=ask)
+            if hi < float("inf"):
+                self._exit(start, hi - point, below=False, ask=ask)
+        self.tick = grid = round(plan.config.loop.tick_s * 1000)
         origin = plan.start_ms
-        on_grid = [*(x for x in self.last.values() if x is not None), self.reconcile or origin, origin - origin % _HOUR_MS]
+        points = [*(x for x in self.last.values() if x is not None), self.reconcile or origin, origin - origin % _HOUR_MS]
         # Every tick on the grid and every cadence a whole number of grid steps: the ticks up to a time can
         # be skipped in one step (`jump`), not one by one.
         self.regular = (
             drift == 0
-            and all((x - origin) % tick == 0 for x in on_grid)
-            and all(v % tick == 0 for v in (*self.interval.values(), self.reconcile_ms, _HOUR_MS))
+            and all((x - origin) % grid == 0 for x in points)
+            and all(v % grid == 0 for v in (*self.interval.values(), self.reconcile_ms, _HOUR_MS))
         )
 
-    def _safe_bars(self, k0: int, k1: int) -> npt.NDArray[np.bool_]:
-        """Bars k0..k1 whose whole price range keeps every band and the equity band: no tick inside acts."""
-        s = self.series
-        pad = self.point
-        lo, hi, spr = s.l[k0 : k1 + 1] - pad, s.h[k0 : k1 + 1] + pad, s.spread[k0 : k1 + 1]
-        safe = np.ones(k1 - k0 + 1, dtype=bool)
-        for b in self.bands:
-            shift = 0.0 if b.side is Side.BID else spr if b.side is Side.ASK else spr / 2
-            safe &= (b.lo < lo + shift) & (hi + shift < b.hi)
-        e_lo, e_hi = self.equity
-        if self.legs and (e_lo > float("-inf") or e_hi < float("inf")):
-            low = high = np.full(len(safe), self.balance)
-            for sign, price_open, volume in self.legs:
-                at_lo = sign * (lo + (spr if sign < 0 else 0.0) - price_open) * self.per_price * volume
-                at_hi = sign * (hi + (spr if sign < 0 else 0.0) - price_open) * self.per_price * volume
-                low, high = low + np.minimum(at_lo, at_hi), high + np.maximum(at_lo, at_hi)
-            rounding = 0.01 * (len(self.legs) + 1)
-            safe &= (e_lo < low - rounding) & (high + rounding < e_hi)
-        return safe
-
-    def _quiet(self, at: int) -> bool:
-        """The exact test at one tick: its quote inside every band that applies then, equity inside its band."""
-        k = self.series.index(at + self.off)
-        if self.k0 <= k < self.k0 + len(self.safe) and self.safe[k - self.k0]:
-            return True
-        bid, ask, _ = self.series.quote(at + self.off)
-        for b in self.bands:
-            if (b.since is None or at >= _ms(b.since)) and (b.until is None or at < _ms(b.until)):  # type: ignore[operator]
-                if not b.holds(bid, ask):
-                    return False
-        e_lo, e_hi = self.equity
-        if self.legs and (e_lo > float("-inf") or e_hi < float("inf")):
-            equity = self.balance + sum(
-                sign * ((bid if sign > 0 else ask) - price_open) * self.per_price * volume
-                for sign, price_open, volume in self.legs
-            )
-            rounding = 0.01 * (len(self.legs) + 1)
-            if not e_lo < equity - rounding or not equity + rounding < e_hi:
-                return False
-        return True
+    def _exit(self, start: int, level: float, *, below: bool, ask: bool) -> None:
+        """Bring `until` forward to when the path (from `start`) first reaches `level`."""
+        if start >= self.until:
+            return
+        hit = self.series.first_cross(start + self.off, self.until + self.off, level, below=below, ask=ask)
+        if hit is not None:
+            self.until = min(self.until, hit[0] - self.off)
 
     def idle(self, c: int) -> bool:
+        """Whether the tick at driver time `c` is idle (before `until`, in the hour of the previous tick)."""
         at = c + self.drift
-        if at >= self.until or at // _HOUR_MS != self.prev // _HOUR_MS:
-            return False
-        return self._quiet(at)
+        return at < self.until and at // _HOUR_MS == self.prev // _HOUR_MS
 
     def jump(self, c: int, limit: int | None) -> int | None:
         """Skip in one step every idle tick from driver time `c` (the next tick) to the first that may act,
         stopping before `limit` (an entry); returns the next tick's due time, or None when `c` itself must be
-        tested on its own (an unsafe bar, a wake, or an irregular grid)."""
+        taken on its own (not idle, or an irregular grid)."""
         at = c + self.drift
-        if not self.regular or at >= self.until or at // _HOUR_MS != self.prev // _HOUR_MS:
-            return None
-        k = self.series.index(at + self.off)
-        if not (self.k0 <= k < self.k0 + len(self.safe) and self.safe[k - self.k0]):
+        if not self.regular or not self.idle(c):
             return None
         end = min(self.until, (self.prev // _HOUR_MS + 1) * _HOUR_MS)
-        u = int(np.searchsorted(self.unsafe, k, side="right"))
-        if u < len(self.unsafe):
-            end = min(end, int(self.series.t_ms[self.unsafe[u]]) - self.off)
         if limit is not None:
             end = min(end, limit + self.drift)
         if end <= at:
@@ -217,6 +186,25 @@ class _Idle:
             engine.fast_forward(epoch, {i: utc(at) for i, at in self.changed.items()},
                                 None if self.reconcile is None else utc(self.reconcile))  # fmt: skip
         self.changed, self.dirty = {}, False
+
+
+def _equity_band(equity: tuple[float, float], positions: Sequence[Position], balance: float,
+                 tick: tuple[float, float], s_min: float, s_max: float) -> Band:  # fmt: skip
+    """The loss rails' equity band as a band on the bid: equity = a + b bid + c spread, with c ≤ 0."""
+    size, value = tick
+    k = value / size if size else 0.0
+    signs = [(1.0 if p.direction == "BUY" else -1.0, p) for p in positions]
+    a = balance - sum(sign * p.volume * k * p.price_open for sign, p in signs)
+    b = k * sum(sign * p.volume for sign, p in signs)
+    c = -k * sum(p.volume for sign, p in signs if sign < 0)
+    pad = 0.01 * (len(positions) + 1)  # the terminal rounds each profit and their sum to cents
+    e_lo, e_hi = equity[0] + pad - a - c * s_max, equity[1] - pad - a - c * s_min
+    symbol = positions[0].symbol
+    if abs(b) < 1e-12:  # fully hedged: equity moves with the spread only
+        inside = e_lo < 0 < e_hi
+        return Band(symbol, Side.BID, float("-inf") if inside else 0.0, float("inf") if inside else 0.0)
+    lo, hi = (e_lo / b, e_hi / b) if b > 0 else (e_hi / b, e_lo / b)
+    return Band(symbol, Side.BID, lo, hi)
 
 
 @dataclass
@@ -330,10 +318,12 @@ def managed(
                 seen_bar = sym.m5.newest_final_time
                 if len(sym.vwap.series) >= plan.config.vwap.slope_bars:
                     observed.append((sym.slope(), sym.thresholds.vwap))
-            due_at = engine.next_due(utc(t))
-            next_tick = None if due_at is None else on_grid(round(due_at.timestamp() * 1000), origin, tick_ms, t)
-            if not exact and due_at is not None:
-                idle = _idle(engine, broker, plan, series, finals, spec.point, now_ms)
+            if exact:
+                due_at = engine.next_due(utc(t))
+                next_tick = None if due_at is None else on_grid(round(due_at.timestamp() * 1000), origin, tick_ms, t)
+            else:  # the same answer from the wake-up contract, which reads the same state
+                idle = _idle(engine, broker, plan, series, finals, spec, now_ms)
+                next_tick = None if idle is None else on_grid(idle.next_due(t), origin, tick_ms, t)
         if progress is not None:
             done = int(np.searchsorted(bar_ms, t, side="right"))
             if done - shown >= max(1, total // _PROGRESS_STEPS):
@@ -380,16 +370,18 @@ def managed(
 
 
 def _idle(engine: Engine, broker: MT5Broker, plan: Plan, series: Series, finals: npt.NDArray[np.float64],
-          point: float, now_ms: int) -> _Idle:  # fmt: skip
-    """The idle-tick test after a real tick, from the engine's contract and the terminal's state."""
+          spec: SymbolSpec, now_ms: int) -> _Idle | None:  # fmt: skip
+    """The idle-tick test after a real tick, from the engine's contract and the terminal's state (None: no
+    open trade, so no tick is due)."""
     now = engine.now()
     wake = engine.wake(now)
+    if not wake.trades:
+        return None
     drift = round(now.timestamp() * 1000) - now_ms
     account = broker.account()
-    spec = broker.symbol(plan.symbol)
     positions = [p for p in broker.positions() if p.symbol == plan.symbol]
     return _Idle(wake, drift, plan, series, finals, positions, account.equity - account.profit,
-                 (spec.tick_size, spec.tick_value), point)  # fmt: skip
+                 (spec.tick_size, spec.tick_value), spec.point)  # fmt: skip
 
 
 __all__ = ["Managed", "bar_finals", "managed"]
