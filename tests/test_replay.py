@@ -347,9 +347,35 @@ def test_the_engine_runs_on_mapped_timeframes() -> None:
     )
     assert report.meta["timeframes"] == ["H1", "H4"]
     assert report.meta["base_timeframe"] == "H1"
-    assert report.meta["config_adjusted"] == {"rails.data.max_bar_age_s": 3600.0}
+    # Every bar-timed setting left at its default is scaled by the mapping (H1 is 12 x M5).
+    assert report.meta["config_adjusted"] == {
+        "monitoring.start_age_s": 900.0 * 12,
+        "monitoring.deep_s": 900.0 * 12,
+        "monitoring.deep_cooldown_s": 600.0 * 12,
+        "fsm.flat_timer_s": 4500.0 * 12,
+        "fsm.recovery_timer_s": 1800.0 * 12,
+        "warnings.decay_s": 1800.0 * 12,
+        "rails.data.max_bar_age_s": 300.0 * 12,
+    }
+    assert report.meta["warnings"] == []
     assert report.engine["deep_checks"] > 0
     assert report.vwap_slope["timeframe"] == "H1"
+
+
+def test_bar_timed_settings_set_by_the_user_or_kept_in_seconds_are_not_scaled() -> None:
+    """A setting the config gives is kept; scale_time=False keeps all; impossible paths are named."""
+    h1 = aggregate(synthetic(SYMBOL, days=14), 3600)
+    at = datetime.fromtimestamp(int(h1["time"][140]), UTC)
+    kept = replay(h1, symbol=SYMBOL, timeframes=("H1", "H4"), warmup=30, entries=[Entry(at, "BUY", 0.1)],
+                  config={"fsm": {"flat_timer_s": 3000.0}})  # fmt: skip
+    assert "fsm.flat_timer_s" not in kept.meta["config_adjusted"]
+    assert kept.meta["config_adjusted"]["monitoring.deep_s"] == 10800.0
+    assert any("HEDGED -> RECOVERING" in w for w in kept.meta["warnings"])  # 3000 s < one H4 bar
+    seconds = replay(h1, symbol=SYMBOL, timeframes=("H1", "H4"), warmup=30, entries=[Entry(at, "BUY", 0.1)],
+                     scale_time=False)  # fmt: skip
+    assert seconds.meta["config_adjusted"] == {}
+    assert len(seconds.meta["warnings"]) == 2  # the flat timer and the deep cadence, both under a bar
+    assert "warning: fsm.flat_timer_s" in render(seconds)
 
 
 def test_default_engine_timeframes_are_m5_and_m15() -> None:

@@ -3,6 +3,7 @@
 Shared by the managed run (`dtms.replay.drive`) and the unmanaged baseline (`dtms.replay.results`).
 """
 
+import copy
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -50,7 +51,7 @@ def effective_config(
     With `scale_time` and a fast timeframe coarser than M5, every `BAR_TIMED` setting left at its default is
     multiplied by (fast timeframe / M5); one set by the caller is kept as given.
     """
-    data = config.to_dict() if isinstance(config, Config) else dict(config or {})
+    data = config.to_dict() if isinstance(config, Config) else copy.deepcopy(dict(config or {}))  # never the caller's
     broker = dict(data.get("broker") or {})
     broker.setdefault("server_time", 0)
     if broker["server_time"] is None:
