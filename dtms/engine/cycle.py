@@ -11,9 +11,9 @@ from typing import Any
 from dtms.broker.base import Broker, Position, SymbolSpec, Tick
 from dtms.config import Config
 from dtms.engine import cadence, machine
-from dtms.engine import wake as wk
 from dtms.engine import rails as rl
 from dtms.engine import signals as sg
+from dtms.engine import wake as wk
 from dtms.engine.execute import Context, Executor, market_closed_since
 from dtms.engine.foreign import RAIL as FOREIGN_RAIL
 from dtms.engine.foreign import ForeignWatch

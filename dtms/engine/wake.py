@@ -70,8 +70,11 @@ class TradeWake:
     interval_s: float
     at: datetime | None
     bands: tuple[Band, ...] = ()
-    forced: bool = False  # the next tick comes at once (`Engine.next_due`): a pending transition, no check yet
+    forced: bool = (
+        False  # the next tick comes at once (`Engine.next_due`): a pending transition, no check yet
+    )
     market_closed: bool = False  # every open action waits for the closed market to quote again
+
 
 @dataclass(frozen=True)
 class Wake:
@@ -141,9 +144,12 @@ def trade_wake(
     )
     forced = eng.get("pending_transition") is not None or sym is None or last_fast is None
     if market_closed and sym is not None and last_fast is not None and present and not halted:
-        return TradeWake(trade.identifier, trade.symbol, last_fast, interval, None, forced=forced, market_closed=True)
-    if must or sym is None or trade.r is None:
+        return TradeWake(
+            trade.identifier, trade.symbol, last_fast, interval, None, forced=forced, market_closed=True
+        )
+    if must or sym is None or sym.thresholds is None or trade.r is None:
         return TradeWake(trade.identifier, trade.symbol, last_fast, interval, now, forced=forced)
+    thresholds = sym.thresholds
     mc = config.monitoring
     times: list[datetime | None] = [next_session_change(now)]
     bands: list[Band] = []
@@ -154,15 +160,20 @@ def trade_wake(
         first_seen = datetime.fromisoformat(seen) if isinstance(seen, str) else now
         times.append(first_seen + timedelta(seconds=mc.start_age_s))
         # r_multiple = d (price - entry) / r starts monitoring at ≥ start_profit_r or ≤ start_emergency_r.
-        up, down = trade.entry_price + d * mc.start_profit_r * trade.r, trade.entry_price + d * mc.start_emergency_r * trade.r
+        up, down = (
+            trade.entry_price + d * mc.start_profit_r * trade.r,
+            trade.entry_price + d * mc.start_emergency_r * trade.r,
+        )
         bands.append(Band(trade.symbol, side, *_narrow(min(up, down), max(up, down))))
         return TradeWake(trade.identifier, trade.symbol, last_fast, interval, earliest(times), tuple(bands))
     view = machine.TradeView(
-        state=trade.state, direction=trade.direction, state_entered_at=trade.state_at,
+        state=trade.state,
+        direction=trade.direction,
+        state_entered_at=trade.state_at,
         flat_timer_started_at=_at(eng.get("flat_timer_started_at")),
         recovery_timer_started_at=_at(eng.get("recovery_timer_started_at")),
         last_trail_bar_time=eng.get("last_trail_bar_time"),
-    )  # fmt: skip
+    )
     fresh_until = _stale_from(sym, config)
     deep: list[datetime | None] = []
     if view.state is TradeState.HEDGED:
@@ -176,13 +187,20 @@ def trade_wake(
         deep.append(last_deep + timedelta(seconds=mc.deep_s))
         cooldown_end = last_deep + timedelta(seconds=mc.deep_cooldown_s)
         counter = int(eng.get("vwap_cross_counter", 0))
-        if cadence.event_trigger(sym.slope(), sym.thresholds.vwap, counter, None, None, config) is not None:
+        if cadence.event_trigger(sym.slope(), thresholds.vwap, counter, None, None, config) is not None:
             deep.append(cooldown_end)
         mid = eng.get("mid_at_last_deep")
         if mid:
             step = float(mid) * mc.price_move_trigger
-            bands.append(Band(trade.symbol, Side.MID, *_narrow(mid - step, mid + step), since=cooldown_end,
-                              until=fresh_until))  # fmt: skip
+            bands.append(
+                Band(
+                    trade.symbol,
+                    Side.MID,
+                    *_narrow(mid - step, mid + step),
+                    since=cooldown_end,
+                    until=fresh_until,
+                )
+            )
     # A deep check that falls due while the data is stale is skipped and stays due: the next bar wakes it.
     times += [t for t in deep if t is not None and (fresh_until is None or t < fresh_until)]
     return TradeWake(trade.identifier, trade.symbol, last_fast, interval, earliest(times), tuple(bands))
@@ -198,7 +216,9 @@ def _stale_from(sym: SymbolData, config: Config) -> datetime | None:
     if newest is None:
         return None
     available = newest + sym.m5.timeframe_s + config.data.partial_bar_delay_s
-    return datetime.fromtimestamp(available + config.rails.data.max_bar_age_s, tz=UTC) + timedelta(microseconds=1)
+    return datetime.fromtimestamp(available + config.rails.data.max_bar_age_s, tz=UTC) + timedelta(
+        microseconds=1
+    )
 
 
 def _unseen_bar(sym: SymbolData, last_fast: datetime) -> bool:
@@ -211,8 +231,10 @@ def _unseen_bar(sym: SymbolData, last_fast: datetime) -> bool:
     )
 
 
-def equity_band(b0: float | None, equity_hour: float | None, equity: float, config: Config) -> tuple[float, float]:
-    """The open equity interval around `equity` in which the daily and hourly loss rails keep their verdict."""
+def equity_band(
+    b0: float | None, equity_hour: float | None, equity: float, config: Config
+) -> tuple[float, float]:
+    """The open equity interval around `equity` inside which the daily and hourly loss rails hold."""
     lo, hi = float("-inf"), float("inf")
     if b0 is None or b0 <= 0:
         return lo, hi
@@ -228,7 +250,9 @@ def equity_band(b0: float | None, equity_hour: float | None, equity: float, conf
     return lo + pad, hi - pad
 
 
-def news_times(events: Iterable[rl.NewsEvent], currencies: frozenset[str], now: datetime, config: Config) -> datetime | None:
+def news_times(
+    events: Iterable[rl.NewsEvent], currencies: frozenset[str], now: datetime, config: Config
+) -> datetime | None:
     """The next time a news blackout window for these currencies opens or closes."""
     before = timedelta(minutes=config.rails.news.before_min)
     after = timedelta(minutes=config.rails.news.after_min)
@@ -240,5 +264,15 @@ def news_times(events: Iterable[rl.NewsEvent], currencies: frozenset[str], now: 
     return min(out) if out else None
 
 
-__all__ = ["MARGIN", "Band", "Side", "TradeWake", "Wake", "earliest", "equity_band", "next_session_change",
-           "news_times", "trade_wake"]  # fmt: skip
+__all__ = [
+    "MARGIN",
+    "Band",
+    "Side",
+    "TradeWake",
+    "Wake",
+    "earliest",
+    "equity_band",
+    "news_times",
+    "next_session_change",
+    "trade_wake",
+]

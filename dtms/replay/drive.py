@@ -44,7 +44,11 @@ def bar_finals(plan: Plan) -> npt.NDArray[np.float64]:
     out = []
     for name in (plan.fast, plan.slow):
         tf = timeframe_s(name)
-        opens = np.unique((times - 3 * 86400) // tf * tf + 3 * 86400) if name == "W1" else np.unique(times // tf * tf)
+        opens = (
+            np.unique((times - 3 * 86400) // tf * tf + 3 * 86400)
+            if name == "W1"
+            else np.unique(times // tf * tf)
+        )
         out.append((opens - plan.offset + tf + delay) * 1000.0)
     return np.unique(np.concatenate(out))
 
@@ -59,8 +63,18 @@ class _Idle:
     before it is idle; the first tick at or after it runs, whether or not it then finds work.
     """
 
-    def __init__(self, wake: Wake, drift: int, plan: Plan, series: Series, finals: npt.NDArray[np.float64],
-                 positions: Sequence[Position], balance: float, tick: tuple[float, float], point: float) -> None:  # fmt: skip
+    def __init__(
+        self,
+        wake: Wake,
+        drift: int,
+        plan: Plan,
+        series: Series,
+        finals: npt.NDArray[np.float64],
+        positions: Sequence[Position],
+        balance: float,
+        tick: tuple[float, float],
+        point: float,
+    ) -> None:
         self.drift, self.plan, self.series = drift, plan, series
         self.off = plan.offset * 1000
         self.last = {t.identifier: _ms(t.last_fast_at) for t in wake.trades}
@@ -113,7 +127,11 @@ class _Idle:
                 self._exit(start, hi - point, below=False, ask=ask)
         self.tick = grid = round(plan.config.loop.tick_s * 1000)
         origin = plan.start_ms
-        points = [*(x for x in self.last.values() if x is not None), self.reconcile or origin, origin - origin % _HOUR_MS]
+        points = [
+            *(x for x in self.last.values() if x is not None),
+            self.reconcile or origin,
+            origin - origin % _HOUR_MS,
+        ]
         # Every tick on the grid and every cadence a whole number of grid steps: the ticks up to a time can
         # be skipped in one step (`jump`), not one by one.
         self.regular = (
@@ -160,7 +178,7 @@ class _Idle:
         return self.next_due(self.prev - self.drift)
 
     def skip(self, c: int) -> None:
-        """Record an idle tick at driver time `c`: the fast checks and the reconciliation it would have run."""
+        """Record an idle tick at driver time `c`: the fast checks and reconciliation it would have run."""
         at = c + self.drift
         for i, last in self.last.items():
             if i not in self.pending and (last is None or at - last >= self.interval[i]):
@@ -183,13 +201,22 @@ class _Idle:
     def record(self, engine: Engine, epoch: int) -> None:
         """Tell the engine what the skipped ticks did, before the next real tick."""
         if self.dirty:
-            engine.fast_forward(epoch, {i: utc(at) for i, at in self.changed.items()},
-                                None if self.reconcile is None else utc(self.reconcile))  # fmt: skip
+            engine.fast_forward(
+                epoch,
+                {i: utc(at) for i, at in self.changed.items()},
+                None if self.reconcile is None else utc(self.reconcile),
+            )
         self.changed, self.dirty = {}, False
 
 
-def _equity_band(equity: tuple[float, float], positions: Sequence[Position], balance: float,
-                 tick: tuple[float, float], s_min: float, s_max: float) -> Band:  # fmt: skip
+def _equity_band(
+    equity: tuple[float, float],
+    positions: Sequence[Position],
+    balance: float,
+    tick: tuple[float, float],
+    s_min: float,
+    s_max: float,
+) -> Band:
     """The loss rails' equity band as a band on the bid: equity = a + b bid + c spread, with c ≤ 0."""
     size, value = tick
     k = value / size if size else 0.0
@@ -294,10 +321,10 @@ def managed(
             due = on_grid(t, origin, tick_ms, last_tick)
             next_tick = due if next_tick is None else min(next_tick, due)
         if next_tick is not None and t >= next_tick and idle is not None:
-            due = idle.jump(t, queue[-1][2] if queue else None)
-            if due is not None:
+            jumped = idle.jump(t, queue[-1][2] if queue else None)
+            if jumped is not None:
                 last_tick = idle.prev - idle.drift
-                next_tick = on_grid(due, origin, tick_ms, last_tick)
+                next_tick = on_grid(jumped, origin, tick_ms, last_tick)
                 continue
         if next_tick is not None and t >= next_tick:
             if idle is not None and idle.idle(t):
@@ -320,7 +347,9 @@ def managed(
                     observed.append((sym.slope(), sym.thresholds.vwap))
             if exact:
                 due_at = engine.next_due(utc(t))
-                next_tick = None if due_at is None else on_grid(round(due_at.timestamp() * 1000), origin, tick_ms, t)
+                next_tick = (
+                    None if due_at is None else on_grid(round(due_at.timestamp() * 1000), origin, tick_ms, t)
+                )
             else:  # the same answer from the wake-up contract, which reads the same state
                 idle = _idle(engine, broker, plan, series, finals, spec, now_ms)
                 next_tick = None if idle is None else on_grid(idle.next_due(t), origin, tick_ms, t)
@@ -369,8 +398,15 @@ def managed(
     return Managed(results, opened, rejected, info, work, vwap)
 
 
-def _idle(engine: Engine, broker: MT5Broker, plan: Plan, series: Series, finals: npt.NDArray[np.float64],
-          spec: SymbolSpec, now_ms: int) -> _Idle | None:  # fmt: skip
+def _idle(
+    engine: Engine,
+    broker: MT5Broker,
+    plan: Plan,
+    series: Series,
+    finals: npt.NDArray[np.float64],
+    spec: SymbolSpec,
+    now_ms: int,
+) -> _Idle | None:
     """The idle-tick test after a real tick, from the engine's contract and the terminal's state (None: no
     open trade, so no tick is due)."""
     now = engine.now()
@@ -380,8 +416,17 @@ def _idle(engine: Engine, broker: MT5Broker, plan: Plan, series: Series, finals:
     drift = round(now.timestamp() * 1000) - now_ms
     account = broker.account()
     positions = [p for p in broker.positions() if p.symbol == plan.symbol]
-    return _Idle(wake, drift, plan, series, finals, positions, account.equity - account.profit,
-                 (spec.tick_size, spec.tick_value), spec.point)  # fmt: skip
+    return _Idle(
+        wake,
+        drift,
+        plan,
+        series,
+        finals,
+        positions,
+        account.equity - account.profit,
+        (spec.tick_size, spec.tick_value),
+        spec.point,
+    )
 
 
 __all__ = ["Managed", "bar_finals", "managed"]

@@ -22,7 +22,6 @@ from dtms.errors import ConfigError
 from dtms.events import Event, Notifier
 from dtms.replay.inputs import REPLAY_MAGIC, Entry, Rates
 
-
 #: Settings in seconds that the engine reasons about in bars of its timeframes (M5 and M15 by default): on a
 #: coarser mapping (H1/H4 is 12x M5) replay scales them by the mapping, so that a path that takes three M5
 #: bars on live data takes three H1 bars on H1 data instead of happening inside one bar or never.
@@ -51,7 +50,9 @@ def effective_config(
     With `scale_time` and a fast timeframe coarser than M5, every `BAR_TIMED` setting left at its default is
     multiplied by (fast timeframe / M5); one set by the caller is kept as given.
     """
-    data = config.to_dict() if isinstance(config, Config) else copy.deepcopy(dict(config or {}))  # never the caller's
+    data = (
+        config.to_dict() if isinstance(config, Config) else copy.deepcopy(dict(config or {}))
+    )  # never the caller's
     broker = dict(data.get("broker") or {})
     broker.setdefault("server_time", 0)
     if broker["server_time"] is None:
@@ -84,19 +85,19 @@ def impossible_paths(cfg: Config, fast: str, slow: str) -> list[str]:
     mc, out = cfg.monitoring, []
     if cfg.fsm.flat_timer_s < slow_s:
         out.append(
-            f"fsm.flat_timer_s {cfg.fsm.flat_timer_s:g} s is shorter than one {slow} bar ({slow_s} s): the flat "
-            f"timer closes a hedge before a {slow} bar can close, so HEDGED -> RECOVERING (a BOS on a {slow} bar "
-            "closed after the hedge) cannot occur"
+            f"fsm.flat_timer_s {cfg.fsm.flat_timer_s:g} s is shorter than one {slow} bar ({slow_s} s): "
+            f"the flat timer closes a hedge before a {slow} bar can close, so HEDGED -> RECOVERING "
+            f"(a BOS on a {slow} bar closed after the hedge) cannot occur"
         )
     if mc.deep_s < fast_s:
         out.append(
-            f"monitoring.deep_s {mc.deep_s:g} s is shorter than one {fast} bar ({fast_s} s): deep checks repeat "
-            "on the same bars"
+            f"monitoring.deep_s {mc.deep_s:g} s is shorter than one {fast} bar ({fast_s} s): "
+            "deep checks repeat on the same bars"
         )
     if cfg.warnings.decay_s < mc.deep_s:
         out.append(
-            f"warnings.decay_s {cfg.warnings.decay_s:g} s is shorter than monitoring.deep_s {mc.deep_s:g} s: a "
-            "warning expires before the next scheduled deep check can repeat it"
+            f"warnings.decay_s {cfg.warnings.decay_s:g} s is shorter than monitoring.deep_s "
+            f"{mc.deep_s:g} s: a warning expires before the next scheduled deep check can repeat it"
         )
     return out
 
@@ -235,5 +236,3 @@ def on_grid(due_ms: int, origin_ms: int, tick_ms: int, after_ms: int) -> int:
     """The first live-loop tick (origin + k x tick) at or after `due_ms`, and after the previous tick."""
     k = -(-(due_ms - origin_ms) // tick_ms)
     return max(origin_ms + k * tick_ms, after_ms + tick_ms)
-
-

@@ -7,7 +7,6 @@ second terminal and holds SL and TP, nothing else. Same inputs, same report, byt
 reaches it, and the event-driven and exact modes agree.
 """
 
-
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -186,81 +185,6 @@ def replay(
             **{k: float(v) for k, v in run.work.items()},
         },
     )
-
-
-def _describe(
-    entries: Any,
-    every: int | None,
-    seed: int,
-    sl_atr: float,
-    tp_r: float | None,
-    volume: float,
-    fast: str,
-    slow: str,
-) -> dict[str, Any]:
-    if entries is None:
-        n = every or DEFAULT_EVERY
-        tp = f"TP {tp_r:g} R" if tp_r else "no TP"
-        sl = f"SL {sl_atr:g} x ATR14({slow})"
-        text = f"generated every {n} {fast} bars, seed {seed}, {sl}, {tp}, {volume:g} lots"
-        return {
-            "mode": "generated",
-            "every": n,
-            "seed": seed,
-            "sl_atr": sl_atr,
-            "tp_r": tp_r,
-            "volume": volume,
-            "text": text,
-        }
-    if isinstance(entries, str | os.PathLike):
-        return {"mode": "csv", "text": f"from {Path(entries).name}"}
-    return {"mode": "list", "text": "given as a list"}
-
-
-def _entries(
-    entries: Any,
-    every: int | None,
-    seed: int,
-    volume: float,
-    plan: Plan,
-    first: int,
-    times: npt.NDArray[np.int64],
-) -> list[Entry]:
-    """The entries to open, each moved to the first bar at or after its time (UTC)."""
-    start, end = utc(plan.start_ms), utc(plan.end_ms)
-    if entries is None:
-        fast_s = timeframe_s(plan.fast)
-        buckets = times[first:] // fast_s
-        opens = times[first:][np.r_[True, buckets[1:] != buckets[:-1]]]
-        picks = opens[:: every or DEFAULT_EVERY]
-        rng = np.random.default_rng(seed)
-        sides = rng.integers(0, 2, size=len(picks))
-        names: tuple[Side, Side] = ("BUY", "SELL")
-        return [
-            Entry(utc((int(t) - plan.offset) * 1000), names[int(s)], volume)
-            for t, s in zip(picks, sides, strict=True)
-        ]
-    listed = (
-        read_entries(entries)
-        if isinstance(entries, str | os.PathLike)
-        else sorted(entries, key=lambda e: e.at)
-    )
-    out = []
-    for e in listed:
-        if e.at.tzinfo is None:
-            raise InvalidArgumentError(f"entry time {e.at} must be timezone-aware (UTC)")
-        if not start <= e.at < end:
-            raise DataError(
-                f"entry at {e.at.isoformat()} lies outside the replay, {start.isoformat()} (after a "
-                f"warm-up of the engine's {plan.slow} window) to {end.isoformat()}"
-            )
-        k = int(np.searchsorted(times, int(e.at.timestamp()) + plan.offset, side="left"))
-        if k >= len(times):
-            raise DataError(f"entry at {e.at.isoformat()} has no bar at or after it")
-        out.append(Entry(utc((int(times[k]) - plan.offset) * 1000), e.direction, e.volume, e.sl, e.tp))
-    return out
-
-
 
 
 def _describe(

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-
 from datetime import UTC, datetime
 
 import numpy as np
