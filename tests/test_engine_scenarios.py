@@ -879,6 +879,25 @@ def test_a_failing_close_all_leg_is_retried_every_check_with_an_alert_after_the_
     check_journal(rig)
 
 
+def test_a_close_that_meets_a_closed_market_waits_for_it_to_quote_again(rig: Rig) -> None:
+    """MARKET_CLOSED over a weekend: one send, then nothing while no quote arrives; closed once it reopens."""
+    trade = rig.open_main(sl_pips=None, tp_pips=None)  # no stop to hit between Tuesday and Saturday
+    rig.put_state(trade.identifier, S.WARNING_L1)
+    rig.term.advance_to(rig.now().replace(day=10, hour=12))  # Saturday: the synthetic FX market is closed
+    _, tid = rig.step(trade.identifier, evaluation(0.0, choch=True))
+    assert [s["retcode"] for s in sends(rig, DEAL)] == [10018]
+    for _ in range(200):  # ten weekend hours of 5 s loop ticks (it used to resend on every one of them)
+        rig.tick(1)
+        rig.advance(180)
+    assert [s["retcode"] for s in sends(rig, DEAL)] == [10018]
+    assert [r.status for r in rig.rows(tid)] == [ActionStatus.INTENT]  # type: ignore[arg-type]
+    rig.term.advance_to(rig.now().replace(day=12, hour=8))  # Monday morning: quotes again
+    rig.tick(1)
+    assert [s["retcode"] for s in sends(rig, DEAL)] == [10018, OK]
+    assert rig.trade(trade.identifier).state is S.CLOSED
+    check_journal(rig)
+
+
 def test_a_changed_ticket_is_resolved_before_the_request(rig: Rig) -> None:
     """The position got a new ticket: the SL change goes to the new ticket, found by the identifier."""
     trade = rig.open_main()
