@@ -245,10 +245,9 @@ def render(report: Report) -> str:
         f"{e['bar_trade_steps']} bar x open-trade steps",
     ]
     if w:
-        skipped = int(w.get("ticks_skipped", 0))
         lines.append(
-            f"work: {int(w.get('ticks_run', 0))} ticks run, {skipped} idle ticks skipped, "
-            f"{int(w.get('fast_checks', 0))} fast checks; {w.get('wall_s', 0.0):.2f} s"
+            f"work: {int(w.get('ticks_run', 0))} ticks run, {int(w.get('fast_checks', 0))} fast checks; "
+            f"{w.get('wall_s', 0.0):.2f} s"
         )
     return "\n".join(lines) + "\n"
 

@@ -289,7 +289,7 @@ def managed(
     bar_ms = (plan.rates["time"][first:].astype(np.int64) - plan.offset) * 1000
     total, shown = len(bar_ms), 0
     idle: _Idle | None = None
-    real = skipped = 0
+    real = 0
     while True:
         t = min([x for x in (queue[-1][2] if queue else None, next_tick) if x is not None], default=None)
         if t is None or t >= plan.end_ms:
@@ -328,7 +328,6 @@ def managed(
                 continue
         if next_tick is not None and t >= next_tick:
             if idle is not None and idle.idle(t):
-                skipped += 1
                 idle.skip(t)
                 last_tick = t
                 next_tick = on_grid(idle.next_due(t), origin, tick_ms, t)
@@ -390,7 +389,6 @@ def managed(
     }
     work = {
         "ticks_run": real,
-        "ticks_skipped": skipped,
         "fast_checks": counters.get("fast_checks", 0),
     }
     vwap = vwap_slopes(broker, plan, observed)
