@@ -163,6 +163,12 @@ class Chaos:
                 self.continued.add(event["pid"])
                 with contextlib.suppress(ProcessLookupError):  # killed by the new leader (stonith)
                     os.kill(event["pid"], signal.SIGCONT)
+        # A SIGCONT that arrives between the node's window report and its own SIGSTOP is lost: the node then
+        # stays stopped for good. Continue again every continued node still stopped.
+        for pid in self.continued:
+            with contextlib.suppress(OSError, IndexError):
+                if Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] == "T":
+                    os.kill(pid, signal.SIGCONT)
 
     def replace_dead(self) -> None:
         for name, proc in list(self.procs.items()):
