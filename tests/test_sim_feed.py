@@ -145,3 +145,74 @@ def test_crossing_is_found_inside_the_first_bar_that_reaches_the_level() -> None
     assert price == 0.93
     assert series.first_cross(0, 240_000, 0.9, below=True, ask=False) == (180_000, 0.8)  # through the gap
     assert series.first_cross(0, 179_000, 0.9, below=True, ask=False) is None
+
+
+def _export(rates: np.ndarray, style: str) -> str:
+    """`rates` written as MetaTrader exports them, or as plain CSV with ISO or epoch-ms stamps."""
+    stamps = [datetime.fromtimestamp(int(t), UTC) for t in rates["time"]]
+    if style == "mt5":
+        head = "<DATE>\t<TIME>\t<OPEN>\t<HIGH>\t<LOW>\t<CLOSE>\t<TICKVOL>\t<VOL>\t<SPREAD>"
+        rows = [
+            f"{s:%Y.%m.%d}\t{s:%H:%M:%S}\t{float(r['open'])!r}\t{float(r['high'])!r}\t{float(r['low'])!r}\t{float(r['close'])!r}\t"
+            f"{r['tick_volume']}\t{r['real_volume']}\t{r['spread']}"
+            for s, r in zip(stamps, rates, strict=True)
+        ]
+    else:
+        head = "time,open,high,low,close,tick_volume,spread"
+        rows = [
+            f"{s.isoformat().replace('+00:00', 'Z') if style == 'iso' else int(r['time']) * 1000},"
+            f"{float(r['open'])!r},{float(r['high'])!r},{float(r['low'])!r},{float(r['close'])!r},{r['tick_volume']}.0,{r['spread']}"
+            for s, r in zip(stamps, rates, strict=True)
+        ]
+    return "\n".join([head, *rows]) + "\n"
+
+
+@pytest.mark.parametrize("style", ["mt5", "iso", "epoch_ms"])
+def test_whole_column_reading_returns_the_bars_written(tmp_path: Path, style: str) -> None:
+    rates = synthetic_bars("EURUSD", 1_704_153_600, 1_704_153_600 + 3 * 86400, digits=5, seed=4).copy()
+    rates["real_volume"] = 0 if style != "mt5" else rates["tick_volume"] // 3
+    path = tmp_path / f"EURUSD_{style}.csv"
+    path.write_text(_export(rates, style))
+    back = read_csv(path)
+    for name in ("time", "open", "high", "low", "close", "tick_volume", "spread", "real_volume"):
+        assert np.array_equal(back[name], rates[name]), name
+
+
+def test_stamps_with_offsets_are_converted_to_utc(tmp_path: Path) -> None:
+    path = tmp_path / "offsets.csv"
+    path.write_text(
+        "time,open,high,low,close\n2024-01-02T01:00:00+01:00,1,2,0.5,1\n2024-01-02T00:05:00Z,1,2,0.5,1\n"
+    )
+    assert list(read_csv(path)["time"]) == [1704153600, 1704153900]
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("1704243540,1,2,oops,1,3,1", r"data row 1500: low 'oops' is not a number"),
+        ("1704243540,1,2,0.5,1,7,inf", r"data row 1500: spread 'inf' is not a number"),
+        ("2024-13-03T00:00:00,1,2,0.5,1,3,1", r"data row 1500: unreadable time"),
+        ("1704243540,1,2", r"data row 1500: expected 7 fields, got 3"),
+    ],
+)
+def test_a_bad_value_deep_in_a_file_is_named_by_its_row(tmp_path: Path, row: str, message: str) -> None:
+    good = [f"{1_704_153_600 + 60 * n},1,2,0.5,1,3,1" for n in range(2000)]
+    good[1499] = row
+    path = tmp_path / "bad_row.csv"
+    path.write_text("\n".join(["time,open,high,low,close,volume,spread", *good]) + "\n")
+    with pytest.raises(DataError, match=message):
+        read_csv(path)
+
+
+def test_a_header_without_bars_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "header_only.csv"
+    path.write_text("time,open,high,low,close\n")
+    with pytest.raises(DataError, match="header but no bars"):
+        read_csv(path)
+
+
+def test_a_stamp_too_long_to_be_a_time_is_refused_not_cut(tmp_path: Path) -> None:
+    path = tmp_path / "long.csv"
+    path.write_text(f"time,open,high,low,close\n2024-01-02T00:00:00{'0' * 40},1,2,0.5,1\n")
+    with pytest.raises(DataError, match="data row 1: unreadable time"):
+        read_csv(path)

@@ -111,6 +111,32 @@ def main() -> None:
            every=24, seed=1, timeframes=("H1", "H4"))
     print()
     old_main(days, args.every)
+    print()
+    _load(200_000)
+
+
+def _load(rows: int) -> None:
+    """`read_csv` of a MetaTrader M1 export of `rows` bars (written from the embedded generator)."""
+    import tempfile
+    from pathlib import Path
+
+    from dtms.sim.loaders import read_csv
+
+    bars = synthetic("EURUSD", days=rows // 1000 + 1, seed=2)[:rows]
+    head = "<DATE>\t<TIME>\t<OPEN>\t<HIGH>\t<LOW>\t<CLOSE>\t<TICKVOL>\t<VOL>\t<SPREAD>"
+    lines = [head] + [
+        f"{datetime.fromtimestamp(int(b['time']), UTC):%Y.%m.%d\t%H:%M:%S}\t{float(b['open'])}\t"
+        f"{float(b['high'])}\t{float(b['low'])}\t{float(b['close'])}\t{b['tick_volume']}\t0\t{b['spread']}"
+        for b in bars
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "EURUSD_M1.csv"
+        path.write_text("\n".join(lines) + "\n")
+        t0 = time.perf_counter()
+        back = read_csv(path)
+        took = time.perf_counter() - t0
+    assert len(back) == len(bars)
+    print(f"read_csv, MetaTrader export of {len(bars):,} M1 bars: {took:.2f} s ({len(bars) / took:,.0f} rows/s)")
 
 
 def old_main(days: int, every_n: int) -> None:
