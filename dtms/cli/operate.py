@@ -320,13 +320,45 @@ def demo_command(duration: float, speed: float, processes: int, trades: int, kee
 
 
 
+class IntList(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic from click 8.2
+    """Integers as `3`, `1,3,7` and, with `ranges`, `1-5` (inclusive; mixed: `1-3,7`), each >= `minimum`."""
+
+    name = "list"
+
+    def __init__(self, *, ranges: bool, minimum: int) -> None:
+        self.ranges, self.minimum = ranges, minimum
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> list[int]:
+        if isinstance(value, list):
+            return value
+        shape = ", a range A-B or a comma list of them (1-3,7)" if self.ranges else " or a comma list (12,24,48)"
+        out: list[int] = []
+        for part in str(value).split(","):
+            first, dash, last = part.strip().partition("-") if self.ranges else (part.strip(), "", "")
+            try:
+                low, high = int(first), int(last) if dash else int(first)
+            except ValueError:
+                self.fail(f"{value!r} is not an integer{shape}", param, ctx)
+            if high < low:
+                self.fail(f"the range {part.strip()} runs backwards (write {high}-{low})", param, ctx)
+            if low < self.minimum:
+                self.fail(f"{low} is below {self.minimum} (in {value!r})", param, ctx)
+            out.extend(range(low, high + 1))
+        if len(set(out)) != len(out):
+            twice = sorted({n for n in out if out.count(n) > 1})
+            self.fail(f"{', '.join(map(str, twice))} listed twice (in {value!r})", param, ctx)
+        return out
+
+
 @cli.command("replay")
 @click.argument("bars", type=FilePath(exists=True))
 @click.option("--symbol", help="The symbol (default: the file name's first part, as MetaTrader names exports).")
 @click.option("--entries", "entries_path", type=FilePath(exists=True),
               help="A CSV of entries: time,direction,volume,sl,tp (ISO-8601 UTC times).")  # fmt: skip
-@click.option("--every", type=click.IntRange(1), help="Generate an entry every N fast-timeframe bars (default 24).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated entries' directions.")
+@click.option("--every", type=IntList(ranges=False, minimum=1),
+              help="An entry every N fast-timeframe bars (default 24); a comma list (12,24,48) sweeps.")  # fmt: skip
+@click.option("--seed", "--seeds", "seeds", type=IntList(ranges=True, minimum=0), default="0",
+              show_default=True, help="Seed of the entries' directions; several (1-5, 1,3,7) sweep.")  # fmt: skip
 @click.option("--timeframes", help="The engine's fast,slow timeframes for coarse data, e.g. H1,H4 (default M5,M15).")
 @click.option("--sl-atr", type=click.FloatRange(0, min_open=True), default=1.5, show_default=True,
               help="Generated entries: SL at this many ATR14 of the slow timeframe.")  # fmt: skip
@@ -348,12 +380,16 @@ def demo_command(duration: float, speed: float, processes: int, trades: int, kee
               help="Run every tick of the live grid (slow; the oracle the default event-driven run matches).")  # fmt: skip
 @click.option("--seconds", "keep_seconds", is_flag=True,
               help="On coarse timeframes keep time settings in seconds instead of scaling them to the bars.")  # fmt: skip
-def replay_command(bars: Path, symbol: str | None, entries_path: Path | None, every: int | None, seed: int,
-                   timeframes: str | None, sl_atr: float, tp_r: float, no_tp: bool, volume: float, balance: float,
-                   warmup: int | None, config_path: Path | None, as_json: bool, out_path: Path | None,
-                   plot_path: Path | None, plot_trade: int | None, exact: bool, keep_seconds: bool) -> None:  # fmt: skip
+@click.option("--jobs", type=click.IntRange(1),
+              help="Worker processes for a sweep (several seeds or --every values; default: every core).")  # fmt: skip
+def replay_command(bars: Path, symbol: str | None, entries_path: Path | None, every: list[int] | None,
+                   seeds: list[int], timeframes: str | None, sl_atr: float, tp_r: float, no_tp: bool,
+                   volume: float, balance: float, warmup: int | None, config_path: Path | None, as_json: bool,
+                   out_path: Path | None, plot_path: Path | None, plot_trade: int | None, exact: bool,
+                   keep_seconds: bool, jobs: int | None) -> None:  # fmt: skip
     """Replay BARS (a MetaTrader CSV export or a plain OHLCV CSV) through the engine, beside the unmanaged
-    baseline, and report both. Deterministic: the same inputs give the same report."""
+    baseline, and report both. Deterministic: the same inputs give the same report. Several seeds or
+    densities (--seeds 1-5 --every 12,24,48) run as a sweep across the cores, with a combined report."""
     from rich.progress import Progress
 
     from dtms import replay as rp
@@ -364,13 +400,22 @@ def replay_command(bars: Path, symbol: str | None, entries_path: Path | None, ev
     pair = tuple(t.strip().upper() for t in timeframes.split(",")) if timeframes else None
     if pair is not None and len(pair) != 2:
         raise click.BadParameter("give two timeframes, e.g. H1,H4", param_hint="--timeframes")
+    kwargs: dict[str, Any] = dict(
+        symbol=symbol or symbol_from_path(bars), entries=entries_path, config=config, timeframes=pair,
+        sl_atr=sl_atr, tp_r=None if no_tp else tp_r, volume=volume, balance=balance, warmup=warmup,
+        exact=exact, scale_time=not keep_seconds,
+    )  # fmt: skip
+    if len(seeds) * len(every or [None]) > 1:
+        if plot_path is not None or plot_trade is not None:
+            raise click.UsageError("--plot draws one run: give one seed and one --every value")
+        _replay_sweep(bars, seeds, every, jobs, kwargs, as_json, out_path)
+        return
+    seed, every_n = seeds[0], every[0] if every else None
     with Progress(console=Console(file=sys.stderr), transient=True, disable=not sys.stderr.isatty()) as bar:
         task = bar.add_task("replaying", total=None)
         report = rp.replay(
-            bars, symbol=symbol or symbol_from_path(bars), entries=entries_path, every=every, seed=seed,
-            config=config, timeframes=pair, sl_atr=sl_atr, tp_r=None if no_tp else tp_r, volume=volume,
-            balance=balance, warmup=warmup, progress=lambda done, total: bar.update(task, completed=done, total=total),
-            exact=exact, scale_time=not keep_seconds,
+            bars, every=every_n, seed=seed,
+            progress=lambda done, total: bar.update(task, completed=done, total=total), **kwargs,
         )  # fmt: skip
     text = report.to_json()
     if out_path is not None:
@@ -381,6 +426,39 @@ def replay_command(bars: Path, symbol: str | None, entries_path: Path | None, ev
     if plot_path is not None:
         rep.plot(report, plot_path, trade=plot_trade)
         click.echo(f"plot written to {plot_path}", err=True)
+
+
+def _replay_sweep(bars: Path, seeds: list[int], every: list[int] | None, jobs: int | None,
+                  kwargs: dict[str, Any], as_json: bool, out_path: Path | None) -> None:  # fmt: skip
+    """Several replays across `jobs` processes, one progress bar over the runs, the combined report."""
+    from rich.progress import MofNCompleteColumn, Progress
+
+    from dtms import replay as rp
+
+    total = len(seeds) * len(every or [None])
+    columns = (*Progress.get_default_columns(), MofNCompleteColumn())
+    failed: rp.SweepError | None = None
+    console = Console(file=sys.stderr)
+    with Progress(*columns, console=console, transient=True, disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task(f"replaying {total} runs", total=total)
+        try:
+            report = rp.sweep(bars, seeds=seeds, every=every, jobs=jobs,
+                              progress=lambda done, n: bar.update(task, completed=done, total=n),
+                              **kwargs)  # fmt: skip
+        except rp.SweepError as exc:
+            if exc.report is None:
+                raise
+            failed, report = exc, exc.report
+    text = report.to_json()
+    if out_path is not None:
+        out_path.write_text(text)
+    click.echo(text if as_json else report.render(), nl=not as_json)
+    if report.timing:
+        w = report.timing
+        click.echo(f"{len(report.runs)} runs on {int(w['jobs'])} processes: wall {w['wall_s']:,.1f} s, "
+                   f"runs {w['runs_s']:,.1f} s", err=True)  # fmt: skip
+    if failed is not None:
+        raise click.ClickException(str(failed))
 
 
 __all__ = ["load_config", "make_private_dirs", "read_toml", "status_data"]

@@ -13,15 +13,21 @@ from dtms.replay.inputs import (
     synthetic,
 )
 from dtms.replay.run import replay
+from dtms.replay.sweep import SweepError, SweepFailure, SweepReport, SweepRun, sweep
 
 __all__ = [
     "DEFAULT_EVERY",
     "ENTRY_COLUMNS",
     "REPLAY_MAGIC",
     "Entry",
+    "SweepError",
+    "SweepFailure",
+    "SweepReport",
+    "SweepRun",
     "load_bars",
     "read_entries",
     "replay",
     "resolve_timeframes",
+    "sweep",
     "synthetic",
 ]
