@@ -55,8 +55,12 @@ class Engine:
         notifier: Notifier | None = None,
         wait: Callable[[float], object] = lambda s: None,
         timeframes: tuple[str, str] = DEFAULT_TIMEFRAMES,
+        status: bool = True,
     ) -> None:
+        """`status=False` skips the per-tick `engine.status` row (a replay, whose store no operator reads,
+        takes `counters` at the end instead)."""
         self.store, self.broker, self.config, self.now = store, broker, config, now
+        self._status = status
         self.timeframes = check_timeframes(timeframes)
         self.notifier = notifier or Notifier(attempts=config.notify.hook_attempts)
         self.executor = Executor(broker, gateway, config, wait=wait)
@@ -150,7 +154,13 @@ class Engine:
             interval = timedelta(seconds=self.config.reconcile.interval_s)
             if self._last_reconcile is None or now - self._last_reconcile >= interval:
                 self.reconcile(epoch, now)
-        self._write_status(epoch, now, halted)
+        if self._status:
+            self._write_status(epoch, now, halted)
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Fast checks, deep checks and transitions run since this engine was made."""
+        return dict(self._counters)
 
     def _hold_if(self, foreign: bool) -> None:
         """The foreign-database rail on top of the guard's account rails: REDUCING, nothing risk-adding."""

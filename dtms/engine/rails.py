@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -158,10 +159,16 @@ def news_blackout(
 def spread_spike(current_points: float, hourly_medians: Sequence[float], config: Config) -> bool:
     """Current spread > 2 * median of the last 720 hourly samples; inactive with fewer than 10."""
     sc = config.rails.spread
-    samples = list(hourly_medians)[-sc.samples :]
+    samples = tuple(hourly_medians)[-sc.samples :]
     if len(samples) < sc.min_samples:
         return False
-    return current_points > sc.spike_multiplier * float(np.median(samples))
+    return current_points > sc.spike_multiplier * _median(samples)
+
+
+@functools.lru_cache(maxsize=64)
+def _median(samples: tuple[float, ...]) -> float:
+    """The medians change once an hour and are read every tick: computed once per set."""
+    return float(np.median(samples))
 
 
 def data_stale(

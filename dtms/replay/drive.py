@@ -273,6 +273,7 @@ def managed(
         notifier=events,
         wait=term.advance,
         timeframes=(plan.fast, plan.slow),
+        status=False,
     )
     engine.start(epoch)
     spec = broker.symbol(plan.symbol)
@@ -380,8 +381,7 @@ def managed(
         results.append(
             trade_result(o, broker, positions, end, legs, trade, actions, store.transitions(o.identifier))
         )
-    status = store.setting("engine.status") or {}
-    counters = status.get("counters", {})
+    counters = engine.counters
     info = {
         "deep_checks": counters.get("deep_checks", 0),
         "transitions": counters.get("transitions", 0),
