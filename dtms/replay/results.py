@@ -2,7 +2,7 @@
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
@@ -10,10 +10,10 @@ from dtms.broker import MT5Broker
 from dtms.broker.base import Deal
 from dtms.engine.market import session_starts, symbol_key, vwap_series
 from dtms.engine.symbols import timeframe_s
-from dtms.models import Trade
+from dtms.models import Trade, TradeState
 from dtms.replay.inputs import _SL_ACTIONS, REPLAY_MAGIC
 from dtms.replay.rig import Opened, Plan, open_terminal, utc
-from dtms.report import TradeResult, percentiles
+from dtms.report import ARMED, ActionMark, StateMark, TradeResult, percentiles
 
 
 def exit_reason(deal: Deal) -> str:
@@ -30,7 +30,11 @@ def trade_result(
     actions: Sequence[Any] = (),
     transitions: Sequence[Any] = (),
 ) -> TradeResult:
-    """One entry's money, exit and (managed) timelines, from the terminal's deals and the store's journal."""
+    """One entry's money, exit and (managed) timelines, from the terminal's deals and the store's journal.
+
+    `transitions` are the trade's journaled transitions (`Store.transitions`), `actions` its journal rows
+    oldest first; the state timeline is built from them (`_timeline`).
+    """
     profit, exits = 0.0, []
     main_exit: tuple[datetime, float, str] | None = None
     last = o.entry.at
@@ -52,14 +56,10 @@ def trade_result(
     exit_at, exit_price, reason = main_exit or (last, o.price, "unknown")
     exit_at = max(exit_at, last)
     entry_at = o.entry.at.isoformat()
-    states: list[tuple[str, str]] = []
+    states: tuple[StateMark, ...] = ()
     sl_path: list[tuple[str, float]] = [(entry_at, o.entry.sl)] if o.entry.sl else []
     if trade is not None:
-        marks = [(o.entry.at, "HEALTHY (armed)")]
-        if trade.activated_at is not None:
-            marks.append((trade.activated_at, "HEALTHY"))
-        marks += [(t.at, t.to_state.value) for t in transitions if t.status == "applied"]
-        states = [(at.isoformat(), s) for at, s in sorted(marks, key=lambda m: m[0]) if at < exit_at]
+        states = _timeline(o, trade, actions, transitions, exit_at, reason)
         for a in actions:
             sl = (a.result or {}).get("sl")
             if a.action_type in _SL_ACTIONS and a.leg == "main" and a.status.value == "DONE" and sl:
@@ -79,11 +79,108 @@ def trade_result(
         profit=round(profit, 2) + 0.0,
         r=round(profit / o.risk, 4) + 0.0 if o.risk else 0.0,
         final_state=trade.state.value if trade is not None else None,
-        states=tuple(states),
+        states=states,
         sl_path=tuple(sl_path),
         exits=tuple(sorted(exits)),
         actions=tuple((a.created_at.isoformat(), a.action_type, a.status.value) for a in actions),
     )
+
+
+#: The state machine's rules by the states they join (spec §5.2); the ones into CLOSED by their reason.
+_RULES: Final = {
+    ("HEALTHY", "WARNING_L1"): "T1",
+    ("WARNING_L1", "HEALTHY"): "T2",
+    ("WARNING_L1", "WARNING_L2"): "T3",
+    ("WARNING_L2", "WARNING_L1"): "T4",
+    ("WARNING_L2", "HEDGED"): "T5",
+    ("HEDGED", "RECOVERING"): "T7",
+    ("RECOVERING", "HEALTHY"): "T8",
+    ("HEALTHY", "HEALTHY"): "T10",
+}
+_CLOSING_RULES: Final = (
+    ("external_close", "external_close"),
+    ("CHOCH against", "T0"),
+    ("flat timer expired", "T6"),
+    ("recovery failed", "T9"),
+)
+#: How a trade ended that no journaled transition closed, by the main position's exit reason.
+_UNSEEN_EXITS: Final = {
+    "end": "end of data (still open: valued at the last close)",
+    "sl": "SL hit",
+    "tp": "TP hit",
+    "so": "stop-out",
+    "dtms": "closed by dtms",
+}
+
+
+def _rule(t: Any) -> str | None:
+    """The rule that journaled transition `t` (T0 … T10, external_close).
+
+    The engine writes it into the transition row's detail; `Store.transitions` does not return it, so unless
+    the row carries a `rule` it is told from the row's states and reason, which identify the rule uniquely
+    (spec §5.2: every rule but T0, T6, T9 and external_close joins its own pair of states; those four lead to
+    CLOSED, each with its own reason from `dtms.engine.machine`).
+    """
+    rule = getattr(t, "rule", None)
+    if rule:
+        return str(rule)
+    if t.to_state is TradeState.CLOSED:
+        return next((r for prefix, r in _CLOSING_RULES if t.reason.startswith(prefix)), None)
+    return _RULES.get((t.from_state.value, t.to_state.value))
+
+
+def _note(a: Any) -> str | None:
+    """Why an action did not simply execute: its skip reason or error (None when DONE or still open)."""
+    if a.status.value == "DONE":
+        return None
+    result = a.result or {}
+    note = a.error or result.get("reason")
+    return None if note is None else str(note)
+
+
+def _timeline(
+    o: Opened,
+    trade: Trade,
+    actions: Sequence[Any],
+    transitions: Sequence[Any],
+    exit_at: datetime,
+    exit_reason: str,
+) -> tuple[StateMark, ...]:
+    """The managed trade's state timeline: armed at the entry, monitoring started, each journaled transition
+    with its rule and the broker actions it caused (journal rows with its transition id), and CLOSED last.
+
+    Times after the exit (the engine sees an SL fill at its next check) are moved back to the exit. A trade
+    no transition closed (still open when the data ended, or closed at the broker after the engine's last
+    check) gets a final CLOSED mark at its exit with no rule, naming the exit.
+    """
+    caused: dict[int, list[ActionMark]] = {}
+    for a in actions:
+        if a.transition_id is not None:
+            caused.setdefault(a.transition_id, []).append(
+                ActionMark(a.action_type, a.leg, a.status.value, _note(a))
+            )
+    marks: list[tuple[datetime, StateMark]] = [(o.entry.at, StateMark("", ARMED))]
+    if trade.activated_at is not None:
+        why = f" ({trade.activation_reason})" if trade.activation_reason else ""
+        marks.append((trade.activated_at, StateMark("", "HEALTHY", reason=f"monitoring started{why}")))
+    for t in transitions:
+        # An abandoned or still pending transition leaves the trade in the state it was in.
+        state = t.to_state.value if t.status == "applied" else marks[-1][1].state
+        acts = tuple(caused.get(t.transition_id, ()))
+        marks.append((t.at, StateMark("", state, _rule(t), t.reason, acts, t.status)))
+    if trade.state is TradeState.CLOSED:
+        applied = [k for k, (_, m) in enumerate(marks) if m.status == "applied"]
+        if applied:  # the transition that closed it (a hedge's close_all fallback closes from T5 too)
+            at, m = marks[applied[-1]]
+            marks[applied[-1]] = (at, m._replace(state="CLOSED", reason=trade.close_reason or m.reason))
+    marks.sort(key=lambda p: min(p[0], exit_at))  # stable: the journal's order at equal times
+    out = [m._replace(at=min(at, exit_at).isoformat()) for at, m in marks]
+    if out[-1].state != "CLOSED":
+        why = _UNSEEN_EXITS.get(exit_reason, exit_reason)
+        if exit_reason != "end":
+            why += "; the data ended before the engine recorded the close"
+        out.append(StateMark(exit_at.isoformat(), "CLOSED", reason=why))
+    return tuple(out)
 
 
 def baseline(plan: Plan, opened: list[Opened]) -> list[TradeResult]:
