@@ -22,7 +22,7 @@ from dtms.report import Report
 
 SYMBOL = "EURUSD"
 SEEDS = (1, 2)
-EVERY = (48, 96)  # 8 and 4 entries on two days: the runs take about a second each
+EVERY = (48, 96)  # 8 and 4 entries on two days: the runs take about a second each (marked slow: seconds)
 # the module, not the function `dtms.replay.sweep` that the package exports under the same name
 sweep_module = importlib.import_module("dtms.replay.sweep")
 
@@ -74,6 +74,7 @@ def bars_csv(tmp_path_factory: pytest.TempPathFactory, bars: np.ndarray) -> Path
 # --- the runs -----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_each_run_on_two_processes_is_the_replay_of_its_parameters(
     swept: SweepReport, singles: dict[tuple[int, int], Report]
 ) -> None:
@@ -89,6 +90,7 @@ def test_each_run_on_two_processes_is_the_replay_of_its_parameters(
     assert swept.timing["jobs"] == 2
 
 
+@pytest.mark.slow
 def test_one_job_runs_in_this_process_and_gives_the_same_sweep(
     bars: np.ndarray, swept: SweepReport, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -104,6 +106,7 @@ def test_one_job_runs_in_this_process_and_gives_the_same_sweep(
     assert [r.report for r in alone.runs] == [r.report for r in swept.runs]
 
 
+@pytest.mark.slow
 def test_progress_counts_the_runs_up_to_the_total(
     swept: SweepReport, progress_calls: list[tuple[int, int]]
 ) -> None:
@@ -111,6 +114,7 @@ def test_progress_counts_the_runs_up_to_the_total(
     assert progress_calls == [(i, 4) for i in range(5)]
 
 
+@pytest.mark.slow
 def test_a_csv_path_is_read_once_and_named_as_replay_names_it(bars_csv: Path) -> None:
     """Workers get the parsed bars; each report is still the one `replay(path)` gives (source, format)."""
     report = sweep(bars_csv, symbol=SYMBOL, seeds=SEEDS, every=96, jobs=2)
@@ -135,6 +139,7 @@ def expected(values: list[float]) -> dict[str, Any]:
 METRICS = ("trades", "win_rate", "avg_win_r", "avg_loss_r", "expectancy_r", "net_profit", "max_drawdown")
 
 
+@pytest.mark.slow
 def test_the_summary_is_the_mean_and_spread_of_the_runs(swept: SweepReport) -> None:
     """Managed, baseline and their run-by-run difference, each over the runs where the metric is defined."""
     reports = swept.reports
@@ -156,6 +161,7 @@ def test_the_summary_is_the_mean_and_spread_of_the_runs(swept: SweepReport) -> N
         assert s["managed"][f"exits.{reason}"] == expected(counts)
 
 
+@pytest.mark.slow
 def test_groups_combine_the_seeds_of_each_density(swept: SweepReport) -> None:
     """One group per (config, every), over its seeds."""
     assert [(g["config"], g["every"], g["seeds"], g["runs"]) for g in swept.groups] == [
@@ -173,6 +179,7 @@ def test_stats_of_none_one_and_several_values() -> None:
     assert stats([1.0, 2.0, 6.0]) == {"n": 3, "mean": 3.0, "stdev": 2.6458, "min": 1.0, "max": 6.0}
 
 
+@pytest.mark.slow
 def test_json_is_stable_and_full_embeds_each_report(swept: SweepReport) -> None:
     """to_json() has meta, summary, groups and runs; full=True adds each run's whole report."""
     data = json.loads(swept.to_json())
@@ -184,6 +191,7 @@ def test_json_is_stable_and_full_embeds_each_report(swept: SweepReport) -> None:
     assert [r["report"] for r in full["runs"]] == [json.loads(r.report.to_json()) for r in swept.runs]
 
 
+@pytest.mark.slow
 def test_render_shows_mean_and_spread_then_each_run(swept: SweepReport) -> None:
     """The text: a row per metric, mean ± stdev for managed, baseline and difference; a row per run."""
     text = swept.render()
@@ -203,6 +211,7 @@ def test_render_shows_mean_and_spread_then_each_run(swept: SweepReport) -> None:
 # --- configurations and failures ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_failing_run_is_named_after_every_run_has_ended(bars: np.ndarray) -> None:
     """Configs are the outer axis; a failed run raises SweepError naming it, holding the runs that passed."""
     configs: dict[str, Any] = {"defaults": None, "broken": {"broker": {"server_time": "x"}}}
@@ -249,6 +258,7 @@ def test_bad_arguments_fail_before_any_run(
         sweep(bars, symbol=SYMBOL, **kwargs)
 
 
+@pytest.mark.slow
 def test_entries_from_a_list_run_once_per_config(
     bars: np.ndarray, singles: dict[tuple[int, int], Report]
 ) -> None:
@@ -263,6 +273,7 @@ def test_entries_from_a_list_run_once_per_config(
 # --- the command line ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_sweeps_seeds_and_densities_on_two_processes(
     bars_csv: Path, swept: SweepReport, tmp_path: Path
 ) -> None:
@@ -285,6 +296,7 @@ def test_cli_sweeps_seeds_and_densities_on_two_processes(
     assert "4 runs on 2 processes" in result.stderr
 
 
+@pytest.mark.slow
 def test_cli_prints_the_combined_table(bars_csv: Path) -> None:
     """Without --json the sweep prints its render(): the mean ± stdev table and a line per run."""
     result = CliRunner().invoke(
