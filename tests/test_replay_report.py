@@ -7,6 +7,8 @@ Every fact is checked against the engine's own journal, read from the managed ru
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,6 +16,7 @@ import numpy as np
 import pytest
 
 import dtms
+from dtms.models import Action, Trade
 from dtms.replay import Entry, replay, synthetic
 from dtms.report import ARMED, Report, StateMark, TradeResult, render
 
@@ -21,13 +24,23 @@ SYMBOL = "EURUSD"
 #: Start conditions no trade can meet: every trade stays armed until its SL or TP (or the end of the data).
 NEVER_STARTS = {"monitoring": {"start_profit_r": 50.0, "start_age_s": 1e7, "start_emergency_r": -50.0}}
 
-Journal = list[list[tuple[dict[str, Any], list[Any]]]]
+
+@dataclass(frozen=True)
+class Journaled:
+    """One trade as the engine left it in its store: the trade row and each journaled transition (the row
+    with its decoded detail, and the action rows with its transition id)."""
+
+    trade: Trade
+    transitions: list[tuple[dict[str, Any], list[Action]]]
+
+
+Journal = list[Journaled]
 
 
 def journaled(bars: np.ndarray, **kwargs: Any) -> tuple[Report, Journal]:
-    """Replay `bars`; also return, per opened trade in entry order, the engine's journaled transitions (the
-    row with its detail, and its action rows), read through the store's public methods before it closes."""
-    per_trade: dict[int, list[tuple[dict[str, Any], list[Any]]]] = {}
+    """Replay `bars`; also return, per opened trade in entry order, what the engine journaled, read through
+    the store's public methods just before the managed run closes its store."""
+    per_trade: dict[int, Journaled] = {}
     real_open = dtms.open
 
     def spying_open(*args: Any, **kw: Any) -> Any:
@@ -41,7 +54,7 @@ def journaled(bars: np.ndarray, **kwargs: Any) -> tuple[Report, Journal]:
                     row = store.transition(t.transition_id)
                     assert row is not None
                     rows.append((row, store.transition_actions(t.transition_id)))
-                per_trade[trade.identifier] = rows
+                per_trade[trade.identifier] = Journaled(trade, rows)
             close()
 
         store.close = read_then_close  # type: ignore[method-assign]
@@ -56,13 +69,13 @@ def journaled(bars: np.ndarray, **kwargs: Any) -> tuple[Report, Journal]:
 
 @pytest.fixture(scope="module")
 def busy() -> tuple[Report, Journal]:
-    """Four days of M1 bars: T0 … T4 and external closes; trade 20 is closed by T0 as monitoring starts."""
+    """Four days of M1 bars, a trade every three hours: warnings, partial closes, engine and broker closes."""
     return journaled(synthetic(SYMBOL, days=4, seed=0), every=36, seed=1, warmup=100)
 
 
 @pytest.fixture(scope="module")
 def hedged() -> tuple[Report, Journal]:
-    """A hedge (T5) closed by its flat timer (T6), the hedge leg already gone at its SL."""
+    """A trade every 30 minutes with a short flat timer: a hedge (T5) is opened."""
     return journaled(
         synthetic(SYMBOL, days=1, seed=1), every=6, seed=1, config={"fsm": {"flat_timer_s": 1200.0}}
     )
@@ -85,7 +98,7 @@ def armed() -> tuple[Report, Journal]:
 @pytest.fixture(scope="module")
 def weekend() -> Report:
     """One BUY three hours before the embedded data's weekend, SL and TP 150 pips away: the baseline holds it
-    across the closed market."""
+    across the closed market to its TP."""
     bars = synthetic(SYMBOL, days=7, seed=0)
     last = int(np.flatnonzero(np.diff(bars["time"]) > 60)[0])  # the last bar before the weekend
     at = datetime.fromtimestamp(int(bars["time"][last]) - 3 * 3600, UTC)
@@ -102,6 +115,10 @@ def transitions_of(t: TradeResult) -> list[StateMark]:
     return [s for s in t.states if s.status is not None]
 
 
+def managed_marks(*runs: tuple[Report, Journal]) -> list[StateMark]:
+    return [s for report, _ in runs for m, _ in report.trades for s in transitions_of(m)]
+
+
 # --- timelines ---------------------------------------------------------------------------------------------
 
 
@@ -112,7 +129,7 @@ def test_every_journaled_transition_is_in_the_timeline_with_its_rule_and_actions
     """Mark by mark, the timeline's transitions are the journal's: the rule the engine wrote into the row's
     detail, the reason, the status and the action rows with that transition id (type, leg, final status)."""
     report, journal = request.getfixturevalue(case)
-    for (m, _), rows in zip(report.trades, journal, strict=True):
+    for (m, _), j in zip(report.trades, journal, strict=True):
         expected = [
             (
                 row["detail"]["rule"],
@@ -120,43 +137,77 @@ def test_every_journaled_transition_is_in_the_timeline_with_its_rule_and_actions
                 row["status"],
                 [(a.action_type, a.leg, a.status.value) for a in acts],
             )
-            for row, acts in rows
+            for row, acts in j.transitions
         ]
         got = [
             (s.rule, s.reason, s.status, [(a.action, a.leg, a.status) for a in s.actions])
             for s in transitions_of(m)
         ]
         assert got == expected, f"trade {m.n}"
-        for s, (row, _) in zip(transitions_of(m), rows, strict=True):
+        for s, (row, _) in zip(transitions_of(m), j.transitions, strict=True):
             assert epoch(s.at) == min(epoch(row["at"]), epoch(m.exit_at))  # an SL fill is seen after it
 
 
-def test_the_rules_seen_cover_the_state_machine_and_external_closes(
+def test_the_runs_reach_warnings_partial_closes_hedges_and_broker_closes(
     busy: tuple[Report, Journal], hedged: tuple[Report, Journal]
 ) -> None:
-    """Not vacuous: the runs reach T0 to T6 and external closes, and a T3 caused two broker actions."""
-    marks = [s for report, _ in (busy, hedged) for m, _ in report.trades for s in transitions_of(m)]
-    assert {"T0", "T1", "T2", "T3", "T4", "T5", "T6", "external_close"} <= {s.rule for s in marks}
+    """Not vacuous: T1 with its tighten_sl, T3 with partial_close then move_sl_breakeven, T5 with its hedge,
+    and external closes; every rule is the engine's own name for it."""
+    marks = managed_marks(busy, hedged)
+    rules = {s.rule for s in marks}
+    assert {"T1", "T3", "T5", "external_close"} <= rules
+    assert rules <= {f"T{i}" for i in range(11)} | {"external_close"}
+    t1 = next(s for s in marks if s.rule == "T1")
+    assert (t1.state, [a.action for a in t1.actions]) == ("WARNING_L1", ["tighten_sl"])
     t3 = next(s for s in marks if s.rule == "T3")
     assert [a.action for a in t3.actions] == ["partial_close", "move_sl_breakeven"]
-    t6 = next(s for s in marks if s.rule == "T6")
-    assert (t6.state, t6.reason) == ("CLOSED", "flat timer expired while hedged")
-    assert {(a.action, a.leg) for a in t6.actions} == {("close_all", "main"), ("close_all", "hedge")}
+    t5 = next(s for s in marks if s.rule == "T5")
+    assert [(a.action, a.status) for a in t5.actions][:1] == [("open_hedge", "DONE")]
+    noted = [a for s in marks for a in s.actions if a.status == "SKIPPED"]
+    assert noted
+    assert all(a.note for a in noted)  # a skip says why
 
 
-def test_a_trade_closed_as_monitoring_starts_ends_in_closed_with_t0(busy: tuple[Report, Journal]) -> None:
-    """Trade 20 starts monitoring (emergency) and is closed by T0 at the same check: before, its timeline
-    showed `HEALTHY (armed)` only; now it goes on to HEALTHY and ends CLOSED with the rule and close_all."""
-    report, _ = busy
-    m, b = report.trades[19]
-    assert (m.n, m.exit_reason, b.exit_reason) == (20, "dtms", "sl")
-    assert [(s.state, s.rule, s.reason, s.status) for s in m.states] == [
-        (ARMED, None, None, None),
-        ("HEALTHY", None, "monitoring started (emergency)", None),
-        ("CLOSED", "T0", "CHOCH against trade", "applied"),
-    ]
-    assert [tuple(a) for a in m.states[-1].actions] == [("close_all", "main", "DONE", None)]
-    assert m.states[-1].at == m.states[1].at == m.exit_at
+def test_monitoring_start_is_in_every_timeline_even_at_the_exit(busy: tuple[Report, Journal]) -> None:
+    """Every trade the engine activated shows HEALTHY with the start condition when it happened, also one
+    closed at that same check (before, a mark at the exit was dropped: the trade showed armed only)."""
+    report, journal = busy
+    activated = 0
+    for (m, _), j in zip(report.trades, journal, strict=True):
+        starts = [s for s in m.states if (s.reason or "").startswith("monitoring started")]
+        if j.trade.activated_at is None:
+            assert starts == []
+            continue
+        activated += 1
+        assert [(s.state, s.rule, s.reason) for s in starts] == [
+            ("HEALTHY", None, f"monitoring started ({j.trade.activation_reason})")
+        ]
+        assert epoch(starts[0].at) == min(j.trade.activated_at.timestamp(), epoch(m.exit_at))
+        assert m.states.index(starts[0]) == 1  # right after the entry's armed mark
+    assert activated > 0
+
+
+@pytest.mark.parametrize("case", ["busy", "hedged"])
+def test_trades_the_engine_closed_end_in_closed_with_its_rule_and_close_all(
+    case: str, request: pytest.FixtureRequest
+) -> None:
+    """A trade whose main position dtms closed ends with the closing rule (T0, T6 or T9), the trade's close
+    reason from the store and the close_all rows; one closed at the broker with external_close and the
+    broker's reason (sl, tp) at the fill."""
+    report, journal = request.getfixturevalue(case)
+    for (m, _), j in zip(report.trades, journal, strict=True):
+        closed = m.states[-1]
+        assert closed.state == "CLOSED"
+        if m.exit_reason == "dtms":
+            assert closed.rule in ("T0", "T6", "T9")
+            assert closed.reason == j.trade.close_reason
+            assert ("close_all", "main", "DONE") in [(a.action, a.leg, a.status) for a in closed.actions]
+            assert epoch(closed.at) <= epoch(m.exit_at)
+        elif m.exit_reason in ("sl", "tp") and j.trade.state.value == "CLOSED":
+            assert (closed.rule, closed.reason) == ("external_close", f"external_close:{m.exit_reason}")
+            assert closed.reason == j.trade.close_reason
+            assert closed.at == m.exit_at
+    assert {m.exit_reason for m, _ in report.trades} & {"dtms", "sl"}
 
 
 def test_trades_closed_while_armed_end_in_closed_with_their_sl_tp_or_the_end(
@@ -213,7 +264,7 @@ def test_engine_transitions_and_state_transition_events_reconcile(
     counted; each journaled transition emits two state_transition events (begun, then applied/abandoned)."""
     report, journal = request.getfixturevalue(case)
     tc = report.transitions
-    rows = [row for trade in journal for row, _ in trade]
+    rows = [row for j in journal for row, _ in j.transitions]
     assert tc["journaled"] == len(rows)
     assert tc["by_rule"] == {r: sum(1 for row in rows if row["detail"]["rule"] == r) for r in tc["by_rule"]}
     assert report.engine["transitions"] == tc["state_machine"]
@@ -244,28 +295,39 @@ def test_json_timeline_marks_are_named_objects(busy: tuple[Report, Journal]) -> 
     """In the JSON each mark is an object (at, state, rule, reason, actions, status), each action one too."""
     report, _ = busy
     data = json.loads(report.to_json())
-    states = data["trades"][19]["managed"]["states"]
-    assert states[-1] == {
-        "at": report.trades[19][0].exit_at,
-        "state": "CLOSED",
-        "rule": "T0",
-        "reason": "CHOCH against trade",
-        "actions": [{"action": "close_all", "leg": "main", "status": "DONE", "note": None}],
-        "status": "applied",
-    }
-    assert data["trades"][19]["baseline"]["states"] == []
+    k, m = next((k, m) for k, (m, _) in enumerate(report.trades) if any(s.actions for s in m.states))
+    for mark, obj in zip(m.states, data["trades"][k]["managed"]["states"], strict=True):
+        assert obj == {
+            "at": mark.at,
+            "state": mark.state,
+            "rule": mark.rule,
+            "reason": mark.reason,
+            "actions": [
+                {"action": a.action, "leg": a.leg, "status": a.status, "note": a.note} for a in mark.actions
+            ],
+            "status": mark.status,
+        }
+    assert data["trades"][k]["managed"]["states"][-1]["state"] == "CLOSED"
+    assert data["trades"][k]["baseline"]["states"] == []
     assert "ticks_run" not in report.to_json()  # work counters depend on the mode: never in the report
 
 
 def test_render_lists_every_trade_with_both_exits_and_its_timeline(busy: tuple[Report, Journal]) -> None:
-    """Each trade's managed and baseline exits, then its timeline with the rules, reasons and actions."""
+    """Each trade's managed and baseline exits, then a line per mark with its rule, reason and actions."""
     report, _ = busy
-    text = render(report)
-    section = text.split("trades (managed timeline")[1]
-    block = section.split("\n   20 ")[1].split("\n   21 ")[0].splitlines()
-    assert "managed: dtms" in block[0]
-    assert "baseline: sl" in block[0]
-    assert block[-1].split()[2:] == ["CLOSED", "T0", "CHOCH", "against", "trade", "close_all", "DONE"]
+    section = render(report).split("trades (managed timeline")[1]
+    blocks = re.split(r"\n(?= +\d+ (?:BUY|SELL) )", section)[1:]  # a block per trade
+    assert len(blocks) == len(report.trades)
+    for block, (m, b) in zip(blocks, report.trades, strict=True):
+        head, *lines = block.strip("\n").splitlines()
+        assert head.split()[0] == str(m.n)
+        assert f"managed: {m.exit_reason} " in head
+        assert f"baseline: {b.exit_reason} " in head
+        assert len(lines) == len(m.states)
+        for line, mark in zip(lines, m.states, strict=True):
+            assert line.split()[2] == mark.state.split()[0]
+            for part in (mark.rule, mark.reason, *(f"{a.action}" for a in mark.actions)):
+                assert part is None or part in line
     assert "move_sl_breakeven SKIPPED (breakeven_fallback: already tighter)" in section
     assert "trades (managed timeline" not in render(report, trades=False)
 
@@ -278,21 +340,22 @@ def labelled(ax: Any, label: str) -> Any:
 
 
 def test_the_trade_plot_shows_the_baseline_exit_beside_the_managed_one(weekend: Report) -> None:
-    """Managed exit (x) and baseline exit (o) at their prices, each labelled with its reason."""
+    """The managed exits (x, one per leg's deal) and the baseline exit (o) at their prices, the final ones
+    labelled with their reasons."""
     pytest.importorskip("matplotlib")
     from dtms.report import figure
 
     ((m, b),) = weekend.trades
-    assert (m.exit_reason, b.exit_reason) == ("dtms", "tp")
+    assert b.exit_reason == "tp"
     ax = figure(weekend, trade=1).axes[0]
-    (mx, my), (bx, by) = (
-        labelled(ax, "exit (managed)").get_offsets()[0],
-        labelled(ax, "exit (baseline)").get_offsets()[0],
-    )
-    assert (my, by) == (pytest.approx(m.exit_price), pytest.approx(b.exit_price))
-    assert bx > mx
-    texts = {t.get_text() for t in ax.texts}
-    assert {"managed: dtms", "baseline: tp"} <= texts
+    managed_xy = labelled(ax, "exit (managed)").get_offsets()
+    ((bx, by),) = labelled(ax, "exit (baseline)").get_offsets()
+    assert [y for _, y in managed_xy] == pytest.approx([e[1] for e in m.exits])
+    assert by == pytest.approx(b.exit_price)
+    assert bx >= max(x for x, _ in managed_xy)  # the baseline holds to its TP, after the weekend
+    notes = {t.get_text(): t.xy for t in ax.texts}
+    assert notes[f"managed: {m.exit_reason}"][1] == pytest.approx(m.exit_price)
+    assert notes["baseline: tp"] == (pytest.approx(bx), pytest.approx(by))
 
 
 def test_closed_markets_take_no_room_on_the_x_axis(weekend: Report) -> None:
