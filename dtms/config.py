@@ -297,9 +297,20 @@ class StructureConfig(_Section):
     swing_n: int = Field(default=2, ge=1)
     lookback_bars: int = Field(default=50, ge=3)
     bos_buffer: float = Field(default=0.0003, ge=0)
-    choch_buffer: float = Field(default=0.0025, ge=0)
+    choch_buffer_atr: float = Field(default=0.5, ge=0)  # beyond HL/LH by this many slow-timeframe ATRs
     bos_score: float = 3.0
     choch_score: float = -3.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "choch_buffer" in data:
+            raise ValueError(
+                "choch_buffer (a fraction of the swing price) was replaced by choch_buffer_atr (multiples of "
+                "the slow timeframe's ATR, default 0.5): a fixed percentage is 3 ATR on M15 and a fraction of "
+                "one on H4; see docs/configuration.md"
+            )
+        return data
 
 
 class VolumeBands(_Section):
@@ -403,6 +414,10 @@ class FsmConfig(_Section):
 
 class ActionsConfig(_Section):
     tighten_r: float = Field(default=0.3, gt=0)
+    # The noise floor of tighten_sl: never nearer to price than this many fast-timeframe ATRs, and T1 not
+    # before this many fast bars closed after monitoring started.
+    tighten_min_atr: float = Field(default=1.0, ge=0)
+    tighten_min_bars: int = Field(default=3, ge=0)
     r_fallback_atr: float = Field(default=1.0, gt=0)
 
 

@@ -73,10 +73,16 @@ def evaluation(
     flip: bool = False,
     confluence: str = "NEUTRAL",
     bar_time: int | None = None,
+    choch_bar: int | None = None,
 ) -> Evaluation:
-    """An Evaluation with the given score and S1 flags (the other signals empty)."""
+    """An Evaluation with the given score and S1 flags (the other signals empty); `choch_bar`: the open time
+    of the slow bar that made the CHOCH (with `choch`)."""
     s1 = SignalResult(
-        SignalName.STRUCTURE, 0.0, "", {"bos": 3.0 if bos else 0.0, "choch": -3.0 if choch else 0.0}
+        SignalName.STRUCTURE,
+        0.0,
+        "",
+        {"bos": 3.0 if bos else 0.0, "choch": -3.0 if choch else 0.0},
+        {} if choch_bar is None else {"choch_bar": float(choch_bar)},
     )
     return Evaluation(
         signals=(s1,),

@@ -97,6 +97,22 @@ def test_tighten_moves_target_out_to_d(direction: Direction, expected: float) ->
     assert p.params["sl"] == pytest.approx(expected)
 
 
+@pytest.mark.parametrize(("direction", "expected"), [(BUY, 1.09750), (SELL, 1.10260)])
+def test_tighten_never_nearer_than_the_fast_atr_floor(direction: Direction, expected: float) -> None:
+    """0.3R = 15 points < 1 ATR = 25 points: the stop goes 25 points from the close price (bid/ask)."""
+    p = plan_tighten(trade(direction), Q, FX, CFG, atr_fast=0.00250)
+    assert isinstance(p, Planned)
+    assert p.params["sl"] == pytest.approx(expected)
+    small = plan_tighten(trade(direction), Q, FX, CFG, atr_fast=0.00010)  # floor below 0.3R: 0.3R wins
+    assert isinstance(small, Planned)
+    assert small.params["sl"] == pytest.approx(1.09850 if direction is BUY else 1.10160)
+    off = Config.from_mapping({"actions": {"tighten_min_atr": 0}})
+    assert plan_tighten(trade(direction), Q, FX, off, atr_fast=0.00250) == small
+    fallback = plan_breakeven(trade(direction), Q, FX, CFG, atr_fast=0.00250)  # losing trade: tighten
+    assert isinstance(fallback, Planned)
+    assert fallback.params["sl"] == pytest.approx(expected)
+
+
 def test_tighten_moved_out_then_not_tighter_is_skipped() -> None:
     """After moving out to D, the tighter test runs again."""
     p = plan_tighten(trade(BUY, r=0.00010, sl=1.09990), Q, FX, CFG)

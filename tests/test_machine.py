@@ -36,6 +36,8 @@ def view(
     flat_timer_started_at: datetime | None = None,
     recovery_timer_started_at: datetime | None = None,
     last_trail_bar_time: int | None = None,
+    slow_bar_at_start: int | None = None,
+    fast_bars_since_start: int | None = None,
 ) -> TradeView:
     return TradeView(
         state,
@@ -44,6 +46,8 @@ def view(
         flat_timer_started_at,
         recovery_timer_started_at,
         last_trail_bar_time,
+        slow_bar_at_start,
+        fast_bars_since_start,
     )
 
 
@@ -59,6 +63,39 @@ def test_t0_choch_against_closes_from_every_open_state(state: TradeState) -> Non
     """T0: CHOCH-against closes the trade from any configured state, before any other rule (P-1)."""
     r = step(view(state), evaluation(5.0, choch=True, bos=True), NOW, CFG)
     assert (r.rule, r.new_state, types(r)) == ("T0", S.CLOSED, [(ActionType.CLOSE_ALL, True)])
+
+
+@pytest.mark.parametrize("direction", [Direction.BUY, Direction.SELL])
+def test_t0_closes_on_a_new_choch_not_on_one_already_there_when_monitoring_started(
+    direction: Direction,
+) -> None:
+    """T0 is an event: the break must come from a slow bar opened after the newest final one at the start."""
+    start_bar = T0 + 3600
+    for state in (S.HEALTHY, S.WARNING_L1, S.HEDGED):
+        old = view(state, direction=direction, slow_bar_at_start=start_bar)
+        for before in (start_bar, start_bar - 900):
+            kept = step(old, evaluation(0.0, choch=True, choch_bar=before), NOW, CFG)
+            assert kept.rule != "T0"
+            assert kept.new_state is not S.CLOSED
+        new = step(old, evaluation(0.0, choch=True, choch_bar=start_bar + 900), NOW, CFG)
+        assert (new.rule, new.new_state) == ("T0", S.CLOSED)
+    # a trade monitored before the start bar was recorded keeps the level rule
+    assert step(view(S.HEALTHY, direction=direction), evaluation(0.0, choch=True), NOW, CFG).rule == "T0"
+
+
+@pytest.mark.parametrize("direction", [Direction.BUY, Direction.SELL])
+def test_t1_waits_for_fast_bars_after_monitoring_started(direction: Direction) -> None:
+    """Score ≤ -2 in the first `tighten_min_bars` fast bars: HEALTHY, and the reason says T1 waits."""
+    early = step(view(S.HEALTHY, direction=direction, fast_bars_since_start=2), evaluation(-5.0), NOW, CFG)
+    assert (early.rule, early.new_state) == (None, S.HEALTHY)
+    assert "T1 waits for 3 fast bars, 2 so far" in early.reason
+    late = step(view(S.HEALTHY, direction=direction, fast_bars_since_start=3), evaluation(-5.0), NOW, CFG)
+    assert (late.rule, late.new_state) == ("T1", S.WARNING_L1)
+    off = Config.from_mapping({"actions": {"tighten_min_bars": 0}})
+    assert (
+        step(view(S.HEALTHY, direction=direction, fast_bars_since_start=0), evaluation(-5.0), NOW, off).rule
+        == "T1"
+    )
 
 
 def test_t0_respects_configured_scope() -> None:

@@ -47,7 +47,12 @@ LOWS = [98, 97, 95, 97, 99, 98, 97, 98, 100, 99, 98.5, 98.5]
 HIGHS = [x + 2 for x in LOWS]
 
 
-def m15(last_close: float, lows: list[float] = LOWS, highs: list[float] = HIGHS) -> np.ndarray:
+def m15(
+    last_close: float, lows: list[float] = LOWS, highs: list[float] = HIGHS, prefix: int = 0
+) -> np.ndarray:
+    """The swing bars, then a bar closing at `last_close`; `prefix` flat bars first (no swing among them)
+    give the window enough bars for an ATR."""
+    lows, highs = [99.0] * prefix + lows, [101.0] * prefix + highs
     close = [(h + lo) / 2 for h, lo in zip(highs, lows, strict=True)] + [last_close]
     return bars(close, high=[*highs, last_close + 0.1], low=[*lows, last_close - 0.1])
 
@@ -67,8 +72,8 @@ def mirror(b: np.ndarray) -> np.ndarray:
     [(102.1, 3, 0), (96.9, -3, 0), (96.0, -3, -3), (99.0, 0, 0)],
 )
 def test_structure_buy(close: float, bos: float, choch: float) -> None:
-    """BUY: above SH * 1.0003 is BOS +3; below SWL is -3; below HL * 0.9975 adds CHOCH -3."""
-    s = structure_signal(m15(close), BUY, CFG)
+    """BUY: above SH * 1.0003 is BOS +3; below SWL is -3; below HL - 0.5 ATR (here 96.5) adds CHOCH -3."""
+    s = structure_signal(m15(close), BUY, CFG, atr=1.0)
     assert (s.parts["bos"], s.parts["choch"], s.raw) == (bos, choch, bos + choch)
     assert s.levels["sh"] == 102
     assert s.levels["swl"] == 97
@@ -78,9 +83,37 @@ def test_structure_buy(close: float, bos: float, choch: float) -> None:
 @pytest.mark.parametrize("close", [102.1, 96.9, 96.0, 99.0])
 def test_structure_sell_mirrors_buy(close: float) -> None:
     """SELL on mirrored prices scores what BUY scores on the originals (LH mirrors HL)."""
-    buy = structure_signal(m15(close), BUY, CFG)
-    sell = structure_signal(mirror(m15(close)), SELL, CFG)
+    buy = structure_signal(m15(close), BUY, CFG, atr=1.0)
+    sell = structure_signal(mirror(m15(close)), SELL, CFG, atr=1.0)
     assert (sell.parts, sell.raw) == (buy.parts, buy.raw)
+    assert sell.levels.get("choch_bar") == buy.levels.get("choch_bar")
+
+
+@pytest.mark.parametrize("direction", [BUY, SELL])
+def test_choch_buffer_is_in_atr_of_the_slow_timeframe(direction: Direction) -> None:
+    """The same close is a CHOCH with a small ATR and none with a large one; no ATR, no CHOCH part."""
+    b = m15(96.0) if direction is BUY else mirror(m15(96.0))
+    assert structure_signal(b, direction, CFG, atr=1.0).parts["choch"] == -3  # 1.0 beyond HL: > 0.5 ATR
+    assert structure_signal(b, direction, CFG, atr=2.5).parts["choch"] == 0  # < 0.5 of 2.5
+    assert structure_signal(b, direction, CFG).parts["choch"] == 0
+    wide = Config.from_mapping({"structure": {"choch_buffer_atr": 1.5}})
+    assert structure_signal(b, direction, wide, atr=1.0).parts["choch"] == 0
+
+
+@pytest.mark.parametrize("direction", [BUY, SELL])
+def test_choch_bar_is_where_the_run_of_closes_beyond_the_level_began(direction: Direction) -> None:
+    """Bars 12 and 13 close beyond HL - 0.5 ATR: bar 12 made the break; a close back inside resets it."""
+    lows, highs = [*LOWS, 95.0], [*HIGHS, 97.0]  # bar 12 closes at 96.0, beyond 96.5
+    b = m15(95.5, lows, highs)
+    if direction is SELL:
+        b = mirror(b)
+    s = structure_signal(b, direction, CFG, atr=1.0)
+    assert s.parts["choch"] == -3
+    assert s.levels["choch_bar"] == b["time"][12]
+    back = m15(95.5, [*LOWS, 96.9], [*HIGHS, 98.9])  # bar 12 closes at 97.9, inside: bar 13 breaks
+    back = back if direction is BUY else mirror(back)
+    assert structure_signal(back, direction, CFG, atr=1.0).levels["choch_bar"] == back["time"][13]
+    assert "choch_bar" not in structure_signal(m15(99.0), direction, CFG, atr=1.0).levels
 
 
 def test_structure_current_bar_is_not_a_swing() -> None:
@@ -101,8 +134,11 @@ def test_structure_unconfirmed_swing_is_ignored() -> None:
 
 def test_structure_flags_and_insufficient_data() -> None:
     """CHOCH-against and BOS-resume come from the parts; too few bars score 0 and say so."""
-    ev = _evaluation(m15(96.0))
+    ev = _evaluation(m15(95.0, prefix=20))  # ATR ~2: 95 is beyond 97 - 0.5 ATR
+    assert ev.atr_m15 is not None
     assert ev.choch_against
+    assert ev.choch_bar == int(m15(95.0, prefix=20)["time"][-1])
+    assert not _evaluation(m15(96.5, prefix=20)).choch_against
     assert not ev.bos_resume
     assert _evaluation(m15(102.1)).bos_resume
     short = structure_signal(bars([1, 2, 3]), BUY, CFG)
@@ -413,11 +449,11 @@ def test_confluence(weighted: list[float], label: Confluence, ratio: float) -> N
 
 def test_analysis_text() -> None:
     """Score band, confluence band and key signals joined by ' | '."""
-    ev = _evaluation(m15(96.0))
+    ev = _evaluation(m15(95.0, prefix=20))
     text = analysis_text(-9.0, 0.9, [-9.0], ev.signals)
     assert text == (
         "Strong unfavourable | High confluence (UNFAVOURABLE) | "
-        "Key signals: structure=-6, vwap_volume=-2, candle_conviction=-2"
+        "Key signals: structure=-6, vwap_volume=-2, momentum=-2, candle_conviction=-2"
     )
     assert analysis_text(0.5, 0.6, [1.0, -0.5], ()) == "Neutral | Moderate confluence (FAVOURABLE)"
     assert analysis_text(0.0, 0.0, [], ()) == "Neutral | Mixed signals"
@@ -447,7 +483,7 @@ def test_evaluate_is_deterministic() -> None:
 
 def test_warning_hits_count_sub_parts() -> None:
     """BOS -3 and CHOCH -3 give 2 structural warnings; a -2 flip and a -1 volume part 2 vwap (B-SIG-5)."""
-    ev = _evaluation(m15(96.0))
+    ev = _evaluation(m15(95.0, prefix=20))
     hits = warning_hits(ev, CFG)
     assert hits["structural"] == 2
     assert hits["vwap"] == 1

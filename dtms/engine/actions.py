@@ -141,11 +141,20 @@ def tighten_to(
     return Planned(action, {"sl": target, "tp": trade.tp}, note)
 
 
-def plan_tighten(trade: TradeSnapshot, quote: Quote, spec: SymbolSpec, config: Config) -> Plan:
-    """tighten_sl: target = close price - d * 0.3R."""
+def plan_tighten(
+    trade: TradeSnapshot, quote: Quote, spec: SymbolSpec, config: Config, atr_fast: float | None = None
+) -> Plan:
+    """tighten_sl: target = close price - d * max(0.3R, k * ATR of the fast timeframe).
+
+    The ATR term (`actions.tighten_min_atr`) is the noise floor: a stop nearer to price than the fast bars'
+    own range is hit by noise, not by the move the warning was about.
+    """
     if trade.r is None or trade.r <= 0:
         return Skipped(ActionType.TIGHTEN_SL, "R unknown")
-    target = quote.close_price(trade.direction) - trade.direction.sign * config.actions.tighten_r * trade.r
+    distance = config.actions.tighten_r * trade.r
+    if atr_fast is not None and math.isfinite(atr_fast):
+        distance = max(distance, config.actions.tighten_min_atr * atr_fast)
+    target = quote.close_price(trade.direction) - trade.direction.sign * distance
     return tighten_to(trade, quote, spec, target, config)
 
 
@@ -168,13 +177,15 @@ def plan_partial_close(
     return Planned(ActionType.PARTIAL_CLOSE, {"volume": volume}, note)
 
 
-def plan_breakeven(trade: TradeSnapshot, quote: Quote, spec: SymbolSpec, config: Config) -> Plan:
+def plan_breakeven(
+    trade: TradeSnapshot, quote: Quote, spec: SymbolSpec, config: Config, atr_fast: float | None = None
+) -> Plan:
     """move_sl_breakeven if entry keeps D from price, else tighten_sl (`breakeven_fallback`)."""
     d = trade.direction.sign
     target = round_stop(trade.entry + d * config.breakeven.offset_points * spec.point, spec, trade.direction)
     room = d * (quote.close_price(trade.direction) - target)
     if room < stop_distance(spec, config.execution.stops_extra_points) - _EPS * spec.point:
-        fallback = plan_tighten(trade, quote, spec, config)
+        fallback = plan_tighten(trade, quote, spec, config, atr_fast)
         if isinstance(fallback, Planned):
             return Planned(fallback.action, fallback.params, "breakeven_fallback")
         return Skipped(fallback.action, f"breakeven_fallback: {fallback.reason}")

@@ -283,11 +283,12 @@ class Engine:
             if reason is None:
                 return TradeUpdate(cols, patch)
             cols.update(armed=0, activated_at=now, activation_reason=reason.value)
+            patch["start_bars"] = [sym.m5.newest_final_time, sym.m15.newest_final_time]
             just_activated = True
             self._emit("monitoring_started", now, identifier=trade.identifier, symbol=trade.symbol,
                        direction=direction.value, reason=reason.value, r_multiple=r_multiple)  # fmt: skip
         self.transitions.retry_open_actions(epoch, trade, now)
-        view = self._view(trade)
+        view = self._view(trade, sym, patch.get("start_bars"))
         expired = machine.timer_forces_deep_check(view, now, self.config)
         event = None
         if sym.thresholds is not None:
@@ -399,13 +400,20 @@ class Engine:
         patch.update(vwap_cross_counter=counter, vwap_flip_active=flip)
         return counter, flip
 
-    def _view(self, trade: Trade) -> machine.TradeView:
+    def _view(self, trade: Trade, sym: SymbolData | None = None, start_bars: list[int | None] | None = None) -> machine.TradeView:  # fmt: skip
+        """What the state machine reads; `start_bars` are the [fast, slow] bars newest when monitoring started
+        (this check's, when it just started)."""
         eng = trade.engine
+        fast_bar, slow_bar = start_bars or eng.get("start_bars") or (None, None)
+        since = None
+        if sym is not None and fast_bar is not None:
+            since = sym.fast_bars_after(fast_bar)
         return machine.TradeView(
             state=trade.state, direction=trade.direction, state_entered_at=trade.state_at,
             flat_timer_started_at=_at(eng.get("flat_timer_started_at")),
             recovery_timer_started_at=_at(eng.get("recovery_timer_started_at")),
             last_trail_bar_time=eng.get("last_trail_bar_time"),
+            slow_bar_at_start=slow_bar, fast_bars_since_start=since,
         )  # fmt: skip
 
     @staticmethod
@@ -432,16 +440,17 @@ class Engine:
 
     def _context(self, trade: Trade, target: TradeState | None) -> Context:
         sym = self.symbols.get(trade.symbol)
-        swing_low = swing_high = atr = None
+        swing_low = swing_high = atr = atr_fast = None
         if sym is not None and sym.ready:
             ev = sym.evaluate(trade.direction, int(trade.engine.get("vwap_cross_counter", 0)),
                               bool(trade.engine.get("vwap_flip_active", False)))  # fmt: skip
             if ev is not None:
-                atr = ev.atr_m15
+                atr, atr_fast = ev.atr_m15, ev.atr_m5
                 levels = ev.signal(sg.SignalName.STRUCTURE).levels or {}
                 swing_low, swing_high = levels.get("swl"), levels.get("sh")
         return Context(now=self.now(), trading_state=self.guard.trading_state(trade.symbol), hedging_account=self.guard.hedging,
-                       atr_m15=atr, target_state=target, swing_low=swing_low, swing_high=swing_high)  # fmt: skip
+                       atr_m15=atr, atr_m5=atr_fast, target_state=target, swing_low=swing_low,
+                       swing_high=swing_high)  # fmt: skip
 
     # -- status ---------------------------------------------------------------------------------------
 

@@ -48,6 +48,7 @@ class Context:
     trading_state: TradingState = TradingState.ACTIVE
     hedging_account: bool = True
     atr_m15: float | None = None
+    atr_m5: float | None = None
     target_state: TradeState | None = None
     swing_low: float | None = None
     swing_high: float | None = None
@@ -263,9 +264,9 @@ class Executor:
         if kind in (ActionType.CLOSE_ALL, ActionType.CLOSE_HEDGE):
             decision: plan.Plan = plan.Planned(ActionType.CLOSE_ALL, {})
         elif kind is ActionType.TIGHTEN_SL:
-            decision = plan.plan_tighten(snap, quote, spec, cfg)
+            decision = plan.plan_tighten(snap, quote, spec, cfg, ctx.atr_m5)
         elif kind is ActionType.MOVE_SL_BREAKEVEN:
-            decision = plan.plan_breakeven(snap, quote, spec, cfg)
+            decision = plan.plan_breakeven(snap, quote, spec, cfg, ctx.atr_m5)
         elif kind is ActionType.TRAIL_SL:
             decision = plan.plan_trail(snap, quote, spec, ctx.swing_low, ctx.swing_high, ctx.atr_m15, cfg)
         elif kind is ActionType.PARTIAL_CLOSE:

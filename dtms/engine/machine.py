@@ -57,6 +57,17 @@ class TradeView:
     flat_timer_started_at: datetime | None = None
     recovery_timer_started_at: datetime | None = None
     last_trail_bar_time: int | None = None
+    # When monitoring started: the newest final slow bar then (open time), and fast bars closed since. None
+    # for a trade monitored before these were recorded: T0 then acts on the level, T1 does not wait.
+    slow_bar_at_start: int | None = None
+    fast_bars_since_start: int | None = None
+
+    def new_choch(self, evaluation: Evaluation) -> bool:
+        """CHOCH-against made by a slow bar that was not yet final when monitoring started (an event)."""
+        if not evaluation.choch_against:
+            return False
+        broke = evaluation.choch_bar
+        return self.slow_bar_at_start is None or (broke is not None and broke > self.slow_bar_at_start)
 
 
 @dataclass(frozen=True)
@@ -128,8 +139,9 @@ def step(trade: TradeView, evaluation: Evaluation, now: datetime, config: Config
     if state is TradeState.CLOSED:
         return _stay(trade, "closed is terminal")
 
-    # T0: a change of character against the trade ends it from every configured state (P-1).
-    if evaluation.choch_against and state in fc.choch_terminal_from:
+    # T0: a new change of character against the trade ends it from every configured state (P-1); a break
+    # already there when monitoring started is a level the entry accepted, not an event.
+    if state in fc.choch_terminal_from and trade.new_choch(evaluation):
         return _go(
             trade,
             "T0",
@@ -141,7 +153,9 @@ def step(trade: TradeView, evaluation: Evaluation, now: datetime, config: Config
         )
 
     if state is TradeState.HEALTHY:
-        if score <= fc.down.l1:
+        bars = trade.fast_bars_since_start
+        settled = bars is None or bars >= config.actions.tighten_min_bars  # no stop move inside entry noise
+        if score <= fc.down.l1 and settled:
             tighten = PlannedAction(ActionType.TIGHTEN_SL, True, {"r": config.actions.tighten_r})
             return _go(
                 trade,
@@ -151,6 +165,10 @@ def step(trade: TradeView, evaluation: Evaluation, now: datetime, config: Config
                 tighten,
                 flat_timer_started_at=now,
             )
+        if score <= fc.down.l1:
+            need = config.actions.tighten_min_bars
+            why = f"score {score:.2f} ≤ {fc.down.l1:g}: T1 waits for {need} fast bars, {bars} so far"
+            return _stay(trade, why)
         if (
             config.trail.enabled
             and evaluation.bos_resume

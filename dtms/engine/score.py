@@ -129,6 +129,7 @@ class Evaluation:
     vwap_flip_active: bool = False
     bar_time: int | None = None
     atr_m15: float | None = None
+    atr_m5: float | None = None  # the fast timeframe's: the noise floor of stop moves
 
     def signal(self, name: SignalName) -> SignalResult:
         return next(s for s in self.signals if s.name is name)
@@ -140,6 +141,12 @@ class Evaluation:
     def choch_against(self) -> bool:
         """S1's CHOCH part is negative: terminal (T0)."""
         return self.part(SignalName.STRUCTURE, "choch") < 0
+
+    @property
+    def choch_bar(self) -> int | None:
+        """Open time of the slow bar whose close made the CHOCH break (None without CHOCH)."""
+        at = self.signal(SignalName.STRUCTURE).levels.get("choch_bar")
+        return None if at is None else int(at)
 
     @property
     def bos_resume(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -78,38 +79,55 @@ def _insufficient(name: SignalName, why: str) -> SignalResult:
 # --- S1 structure -------------------------------------------------------------------------------------
 
 
-def structure_signal(bars_m15: NDArray[np.void], direction: Direction, config: Config) -> SignalResult:
-    """S1: BOS (±3) and CHOCH (-3) of the newest final M15 close against confirmed swings (spec §4.1)."""
+def structure_signal(
+    bars_m15: NDArray[np.void], direction: Direction, config: Config, atr: float | None = None
+) -> SignalResult:
+    """S1: BOS (±3) and CHOCH (-3) of the newest final slow close against confirmed swings (spec §4.1).
+
+    CHOCH: the close is beyond HL (BUY) or LH (SELL) by `structure.choch_buffer_atr` times `atr` (the slow
+    timeframe's ATR; without one the CHOCH part is 0). `levels["choch_bar"]` is the open time of the bar
+    whose close broke that level first, of the run of closes beyond it ending at bar t: T0 closes a trade
+    only on a break made after monitoring started, never on one already there (a level is not an event).
+    """
     sc = config.structure
     name = SignalName.STRUCTURE
     if len(bars_m15) < 2 * sc.swing_n + 2:
         return _insufficient(name, f"{len(bars_m15)} M15 bars")
-    high, low = bars_m15["high"], bars_m15["low"]
-    c = float(bars_m15["close"][-1])
+    high, low, closes = bars_m15["high"], bars_m15["low"], bars_m15["close"]
+    c = float(closes[-1])
     sh_idx, sl_idx = ind.confirmed_swings(high, low, sc.swing_n, sc.lookback_bars)
     sh = float(high[sh_idx[-1]]) if len(sh_idx) else None
     swl = float(low[sl_idx[-1]]) if len(sl_idx) else None
-    hl = next(
-        (float(low[b]) for a, b in zip(sl_idx[-2::-1], sl_idx[:0:-1], strict=True) if low[b] > low[a]), None
+    # HL: the newest confirmed swing low above the one before it (LH mirrors it with highs); its bar index.
+    hl_at = next(
+        (int(b) for a, b in zip(sl_idx[-2::-1], sl_idx[:0:-1], strict=True) if low[b] > low[a]), None
     )
-    lh = next(
-        (float(high[b]) for a, b in zip(sh_idx[-2::-1], sh_idx[:0:-1], strict=True) if high[b] < high[a]),
-        None,
+    lh_at = next(
+        (int(b) for a, b in zip(sh_idx[-2::-1], sh_idx[:0:-1], strict=True) if high[b] < high[a]), None
     )
+    hl = float(low[hl_at]) if hl_at is not None else None
+    lh = float(high[lh_at]) if lh_at is not None else None
     up = sh is not None and c > sh * (1 + sc.bos_buffer)
     down = swl is not None and c < swl * (1 - sc.bos_buffer)
     with_trade, against = (up, down) if direction is Direction.BUY else (down, up)
     bos = sc.bos_score if with_trade else (-sc.bos_score if against else 0.0)
-    if direction is Direction.BUY:
-        choch = sc.choch_score if hl is not None and c < hl * (1 - sc.choch_buffer) else 0.0
-    else:
-        choch = sc.choch_score if lh is not None and c > lh * (1 + sc.choch_buffer) else 0.0
+    swing_at, swing = (hl_at, hl) if direction is Direction.BUY else (lh_at, lh)
+    choch, broke_at = 0.0, None
+    if swing_at is not None and swing is not None and atr is not None and math.isfinite(atr):
+        level = swing - direction.sign * sc.choch_buffer_atr * atr
+        beyond = direction.sign * (np.asarray(closes[swing_at + 1 :], dtype=np.float64) - level) < 0
+        if len(beyond) and beyond[-1]:
+            choch = sc.choch_score
+            inside = np.flatnonzero(~beyond)  # the run of closes beyond the level ending at bar t
+            broke_at = int(bars_m15["time"][swing_at + 1 + (int(inside[-1]) + 1 if len(inside) else 0)])
     bits = []
     if bos:
         bits.append(f"BOS {'with' if bos > 0 else 'against'} trade")
     if choch:
         bits.append("CHOCH against trade")
     levels = {k: v for k, v in (("sh", sh), ("swl", swl), ("hl", hl), ("lh", lh)) if v is not None}
+    if broke_at is not None:
+        levels["choch_bar"] = float(broke_at)
     return SignalResult(
         name, bos + choch, "; ".join(bits) or "no structure break", {"bos": bos, "choch": choch}, levels
     )
@@ -293,8 +311,9 @@ def evaluate(
 ) -> Evaluation:
     """All six signals on final bars, weighted together into the score, confluence and analysis (spec §4)."""
     close = np.asarray(bars_m15["close"], dtype=np.float64)
+    atr, atr_fast = _atr(bars_m15, config), _atr(bars_m5, config)
     results = (
-        structure_signal(bars_m15, direction, config),
+        structure_signal(bars_m15, direction, config, atr),
         vwap_signal(vwap, flow, direction, thr, config),
         momentum_signal(close, direction, thr, config),
         ema_signal(close, direction, config),
@@ -305,12 +324,6 @@ def evaluate(
     weighted = [r.raw * weights[r.name] for r in results]
     score = float(sum(weighted))
     label, ratio = confluence(weighted, config.confluence.ratio)
-    atr = None
-    if len(bars_m15) > config.regime.atr_period:
-        last = ind.atr(
-            bars_m15["high"], bars_m15["low"], close, config.regime.atr_period, config.indicators.smoothing
-        )[-1]
-        atr = float(last) if np.isfinite(last) else None
     return Evaluation(
         signals=results,
         weights=weights,
@@ -323,7 +336,18 @@ def evaluate(
         vwap_flip_active=vwap.flip_active,
         bar_time=int(bars_m15["time"][-1]) if len(bars_m15) else None,
         atr_m15=atr,
+        atr_m5=atr_fast,
     )
+
+
+def _atr(bars: NDArray[np.void], config: Config) -> float | None:
+    """The newest ATR (`regime.atr_period`) of final bars; None with too few of them."""
+    if len(bars) <= config.regime.atr_period:
+        return None
+    close = np.asarray(bars["close"], dtype=np.float64)
+    smoothing = config.indicators.smoothing
+    last = ind.atr(bars["high"], bars["low"], close, config.regime.atr_period, smoothing)[-1]
+    return float(last) if np.isfinite(last) else None
 
 
 __all__ = [

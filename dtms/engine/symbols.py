@@ -173,6 +173,11 @@ class SymbolData:
     def slope(self) -> float:
         return self.vwap.slope(self.config.vwap.slope_bars)
 
+    def fast_bars_after(self, open_time: int) -> int:
+        """Final fast bars opened after `open_time` (those of the window: at most its capacity)."""
+        times = self.m5.final()["time"]
+        return len(times) - int(np.searchsorted(times, open_time, side="right"))
+
     def new_final_m5(self, after: int | None) -> NDArray[np.void]:
         """Final M5 bars of the current VWAP session opened after `after` (for per-trade cross counters)."""
         bars = self.m5.final()
