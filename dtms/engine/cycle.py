@@ -214,7 +214,8 @@ class Engine:
                                         halted=stopped, present=present is not None and trade.identifier in present,
                                         market_closed=closed))  # fmt: skip
         news = [self.guard.news_change(s.key, now) for s in self.symbols.values()]
-        return wk.Wake(now, tuple(trades), wk.earliest(news), self.guard.equity_band(), self._last_reconcile, halted)
+        return wk.Wake(now, tuple(trades), wk.earliest(news), self.guard.equity_band(), self._last_reconcile, halted,
+                       rails_clear=not self.guard.tripped.get("account"))  # fmt: skip
 
     def fast_forward(self, epoch: int, last_fast_at: Mapping[int, datetime], last_reconcile: datetime | None) -> None:
         """Record ticks a driver skipped because `wake` proved them idle: when each trade's fast check and the
@@ -223,6 +224,18 @@ class Engine:
             self.store.update_trades(epoch, {i: TradeUpdate({}, {"last_fast_at": at.isoformat()})
                                              for i, at in last_fast_at.items()})  # fmt: skip
         self._last_reconcile = last_reconcile
+
+    def record_hour(self, epoch: int) -> tuple[float, float] | None:
+        """What the first tick of a new UTC hour does when it is otherwise idle and no account rail is tripped:
+        record the hourly equity baseline (E_h) now. Returns the new equity band (`wake`'s), None when the
+        account is unavailable (a driver then runs the tick)."""
+        try:
+            account = self.broker.account()
+        except BrokerError:
+            return None
+        if not self.guard.record_hour(epoch, self.now(), account.equity):
+            return None
+        return self.guard.equity_band()
 
     def _trade(self, epoch: int, trade: Trade, now: datetime, snapshot: dict[int, Position] | None) -> TradeUpdate | None:  # fmt: skip
         eng = trade.engine

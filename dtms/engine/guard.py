@@ -82,6 +82,19 @@ class Guard:
             self.tripped[symbol] = verdict.tripped
         self.tripped["account"] = tuple(k for k, v in rails.items() if v)
 
+    def record_hour(self, epoch: int, now: datetime, equity: float) -> bool:
+        """The hourly baseline `update` records at the first tick of a UTC hour, for a tick that does nothing
+        else (same day, no rail tripped: see `Wake.rails_clear`). False, and nothing recorded, otherwise."""
+        base = self._baseline
+        if base is None or base.get("day") != rl.day_start(now).isoformat() or self.tripped.get("account"):
+            return False
+        hour = rl.hour_start(now).isoformat()
+        if base.get("hour") != hour:
+            base.update(hour=hour, equity_hour=equity)
+            self.store.set_setting("rails.baseline", base, epoch=epoch)
+        self._equity = equity
+        return True
+
     def equity_band(self) -> tuple[float, float]:
         """Equity strictly inside which the loss rails keep the verdict of the last tick (the wake contract)."""
         if self._equity is None or self._baseline is None:

@@ -86,6 +86,9 @@ class Wake:
     equity: tuple[float, float]  # the loss rails keep their verdict while lo < equity < hi
     last_reconcile: datetime | None
     halted: bool
+    # No account rail tripped: a new UTC hour (not a new day) then only records the hourly equity baseline
+    # (`Engine.record_hour`), since E_h = equity cannot trip the hourly rail and clears nothing.
+    rails_clear: bool = False
 
 
 def _narrow(lo: float, hi: float) -> tuple[float, float]:

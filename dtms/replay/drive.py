@@ -31,6 +31,7 @@ from dtms.report import TradeResult
 from dtms.sim.feed import Series
 
 _HOUR_MS = 3_600_000
+_DAY_MS = 86_400_000
 
 
 def _ms(at: datetime | None) -> int | None:
@@ -108,23 +109,16 @@ class _Idle:
         bands = [b for t in wake.trades for b in t.bands]
         k0, k1 = max(0, series.index(now + self.off)), max(0, series.index(self.until + self.off))
         spreads = series.spread[k0 : max(k0, k1) + 1]
-        s_min, s_max = float(spreads.min()), float(spreads.max())
-        if positions:
-            bands.append(_equity_band(wake.equity, positions, balance, tick, s_min, s_max))
+        self.spreads = s_min, s_max = float(spreads.min()), float(spreads.max())
+        self.point = point
         for b in bands:
-            start = max(now, _ms(b.since) or now)
-            if b.until is not None and start >= (_ms(b.until) or 0):
-                continue
-            lo, hi, ask = b.lo, b.hi, b.side is Side.ASK
-            if b.side is Side.MID:  # mid = bid + spread / 2, for every spread of the bars in between
-                lo, hi = lo - s_min / 2, hi - s_max / 2
-            if not lo + point < hi - point:
-                self.until = min(self.until, start)
-                continue
-            if lo > float("-inf"):
-                self._exit(start, lo + point, below=True, ask=ask)
-            if hi < float("inf"):
-                self._exit(start, hi - point, below=False, ask=ask)
+            self._band(b, now)
+        # The equity band last: a new hour's baseline replaces it (`rebase`), the rest of `until` stays.
+        self.until_trades = self.until
+        self.account = (positions, balance, tick)
+        self.clear = wake.rails_clear and bool(positions)
+        if positions:
+            self._band(_equity_band(wake.equity, positions, balance, tick, s_min, s_max), now)
         self.tick = grid = round(plan.config.loop.tick_s * 1000)
         origin = plan.start_ms
         points = [
@@ -140,6 +134,34 @@ class _Idle:
             and all(v % grid == 0 for v in (*self.interval.values(), self.reconcile_ms, _HOUR_MS))
         )
 
+    def _band(self, b: Band, now: int) -> None:
+        """Bring `until` forward to when the price first leaves band `b` (from `now` or the band's start)."""
+        start = max(now, _ms(b.since) or now)
+        if b.until is not None and start >= (_ms(b.until) or 0):
+            return
+        lo, hi, ask = b.lo, b.hi, b.side is Side.ASK
+        if b.side is Side.MID:  # mid = bid + spread / 2, for every spread of the bars in between
+            lo, hi = lo - self.spreads[0] / 2, hi - self.spreads[1] / 2
+        if not lo + self.point < hi - self.point:
+            self.until = min(self.until, start)
+            return
+        if lo > float("-inf"):
+            self._exit(start, lo + self.point, below=True, ask=ask)
+        if hi < float("inf"):
+            self._exit(start, hi - self.point, below=False, ask=ask)
+
+    def new_hour(self, c: int) -> bool:
+        """The idle tick at driver time `c` is the first of a new UTC hour (it records the baseline)."""
+        return (c + self.drift) // _HOUR_MS != self.prev // _HOUR_MS
+
+    def rebase(self, c: int, equity: tuple[float, float]) -> None:
+        """The hourly baseline was recorded at driver time `c`: the loss rails' band is new from there on."""
+        at = c + self.drift
+        positions, balance, tick = self.account
+        self.until = self.until_trades
+        s_min, s_max = self.spreads
+        self._band(_equity_band(equity, positions, balance, tick, s_min, s_max), at)
+
     def _exit(self, start: int, level: float, *, below: bool, ask: bool) -> None:
         """Bring `until` forward to when the path (from `start`) first reaches `level`."""
         if start >= self.until:
@@ -149,9 +171,15 @@ class _Idle:
             self.until = min(self.until, hit[0] - self.off)
 
     def idle(self, c: int) -> bool:
-        """Whether the tick at driver time `c` is idle (before `until`, in the hour of the previous tick)."""
+        """Whether the tick at driver time `c` is idle: before `until`, and in the hour of the previous tick,
+        or the first of a new hour of the same UTC day while no account rail is tripped (that tick only
+        records the hourly baseline: the driver has the engine do it, then `rebase`s)."""
         at = c + self.drift
-        return at < self.until and at // _HOUR_MS == self.prev // _HOUR_MS
+        if at >= self.until:
+            return False
+        if at // _HOUR_MS == self.prev // _HOUR_MS:
+            return True
+        return self.clear and at // _DAY_MS == self.prev // _DAY_MS
 
     def jump(self, c: int, limit: int | None) -> int | None:
         """Skip in one step every idle tick from driver time `c` (the next tick) to the first that may act,
@@ -328,6 +356,14 @@ def managed(
                 next_tick = on_grid(jumped, origin, tick_ms, last_tick)
                 continue
         if next_tick is not None and t >= next_tick:
+            if idle is not None and idle.idle(t) and idle.new_hour(t):
+                term.advance((t - now_ms) / 1000)  # the baseline is the account's equity at this tick
+                now_ms = t
+                band = engine.record_hour(epoch)
+                if band is None:  # not recorded: the tick runs
+                    idle.until = t + idle.drift
+                else:
+                    idle.rebase(t, band)
             if idle is not None and idle.idle(t):
                 idle.skip(t)
                 last_tick = t
