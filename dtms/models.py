@@ -216,6 +216,7 @@ class Transition(BaseModel):
     score: float | None
     epoch: int | None
     status: Literal["pending", "applied", "abandoned"]
+    rule: str | None = None  # the state machine's rule (T0 … T10, external_close); None if the row has none
 
 
 class Action(BaseModel):

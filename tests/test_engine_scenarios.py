@@ -565,6 +565,7 @@ def test_choch_against_closes_the_trade_from_warning_l1(rig: Rig) -> None:
     assert deal.volume == pytest.approx(1.0)
     after = rig.trade(trade.identifier)
     assert (after.state, after.close_reason) == (S.CLOSED, "CHOCH against trade")
+    assert [t.rule for t in rig.store.transitions(trade.identifier)][-1] == "T0"  # the log names the rule
     check_journal(rig)
 
 

@@ -86,23 +86,6 @@ def trade_result(
     )
 
 
-#: The state machine's rules by the states they join (spec §5.2); the ones into CLOSED by their reason.
-_RULES: Final = {
-    ("HEALTHY", "WARNING_L1"): "T1",
-    ("WARNING_L1", "HEALTHY"): "T2",
-    ("WARNING_L1", "WARNING_L2"): "T3",
-    ("WARNING_L2", "WARNING_L1"): "T4",
-    ("WARNING_L2", "HEDGED"): "T5",
-    ("HEDGED", "RECOVERING"): "T7",
-    ("RECOVERING", "HEALTHY"): "T8",
-    ("HEALTHY", "HEALTHY"): "T10",
-}
-_CLOSING_RULES: Final = (
-    ("external_close", "external_close"),
-    ("CHOCH against", "T0"),
-    ("flat timer expired", "T6"),
-    ("recovery failed", "T9"),
-)
 #: How a trade ended that no journaled transition closed, by the main position's exit reason.
 _UNSEEN_EXITS: Final = {
     "end": "end of data (still open: valued at the last close)",
@@ -111,22 +94,6 @@ _UNSEEN_EXITS: Final = {
     "so": "stop-out",
     "dtms": "closed by dtms",
 }
-
-
-def _rule(t: Any) -> str | None:
-    """The rule that journaled transition `t` (T0 … T10, external_close).
-
-    The engine writes it into the transition row's detail; `Store.transitions` does not return it, so unless
-    the row carries a `rule` it is told from the row's states and reason, which identify the rule uniquely
-    (spec §5.2: every rule but T0, T6, T9 and external_close joins its own pair of states; those four lead to
-    CLOSED, each with its own reason from `dtms.engine.machine`).
-    """
-    rule = getattr(t, "rule", None)
-    if rule:
-        return str(rule)
-    if t.to_state is TradeState.CLOSED:
-        return next((r for prefix, r in _CLOSING_RULES if t.reason.startswith(prefix)), None)
-    return _RULES.get((t.from_state.value, t.to_state.value))
 
 
 def _note(a: Any) -> str | None:
@@ -167,7 +134,7 @@ def _timeline(
         # An abandoned or still pending transition leaves the trade in the state it was in.
         state = t.to_state.value if t.status == "applied" else marks[-1][1].state
         acts = tuple(caused.get(t.transition_id, ()))
-        marks.append((t.at, StateMark("", state, _rule(t), t.reason, acts, t.status)))
+        marks.append((t.at, StateMark("", state, t.rule, t.reason, acts, t.status)))
     if trade.state is TradeState.CLOSED:
         applied = [k for k, (_, m) in enumerate(marks) if m.status == "applied"]
         if applied:  # the transition that closed it (a hedge's close_all fallback closes from T5 too)

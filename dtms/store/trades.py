@@ -332,7 +332,8 @@ class TradesMixin(StoreCore):
         if trade is None:
             return []
         rows = self._rows(
-            "SELECT transition_id, identifier, at, from_state, to_state, reason, score, epoch, status "
+            "SELECT transition_id, identifier, at, from_state, to_state, reason, score, epoch, status, "
+            "json_extract(detail, '$.rule') AS rule "
             "FROM transitions WHERE identifier = ? ORDER BY transition_id DESC LIMIT ?",
             (trade.identifier, -1 if limit is None else check_limit(limit)),
         )
