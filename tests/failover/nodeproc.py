@@ -100,7 +100,7 @@ def run_node(path: str, name: str, events: Any, commands: Any, election: dict[st
 
             held = apsw.Connection(path)
             held.execute("BEGIN IMMEDIATE")
-            put("holding_write")
+            put("holding_write", epoch=node.epoch, is_leader=node.is_leader)
         elif op == "epoch":
             last_epoch = node.epoch if node.epoch is not None else last_epoch
             put("epoch", epoch=node.epoch, is_leader=node.is_leader)

@@ -59,9 +59,15 @@ def test_exactly_one_leader_among_racing_processes(db):
         assert first["epoch"] == 1
         c.none_within("started", NEGATIVE_WAIT_S)
         store = dtms.open(db)
-        lease = store.lease()
-        assert lease is not None and lease.holder is not None
-        assert (lease.epoch, lease.holder.name, lease.lock_held) == (1, first["name"], True)
+        # The leader may have won the empty lease before its waiter got the lock, which another racer's
+        # waiter holds: that one passes it on and the leader's next renewal records it. Under load this
+        # takes longer than the negative wait; without the pass-on it never happens.
+        deadline = time.monotonic() + CRASH_DEADLINE_S
+        while not (lease := store.lease()) or not lease.lock_held:
+            assert time.monotonic() < deadline, f"the leader never got the OS lock: {lease}"
+            time.sleep(0.05)
+        assert lease.holder is not None
+        assert (lease.epoch, lease.holder.name) == (1, first["name"])
         assert [h["epoch"] for h in store.lease_history()] == [1]
 
 
@@ -264,11 +270,14 @@ def test_leader_stopped_inside_a_write_transaction(tmp_path, stonith):
     """A leader stopped while holding SQLite's write lock blocks every takeover (the documented stall); with
     election.stonith the follower kills it once its lease has expired, and leads (spec/election.md §4.11)."""
     db = _fresh_db(tmp_path)
-    settings = {**SHORT_TTL, "stonith": stonith}
+    # A longer TTL than SHORT_TTL's 2 s: a loaded runner once starved "a" of renewals for 2 s before the
+    # test stopped it, so "b" took over by expiry before the scenario began.
+    settings = {**SHORT_TTL, "lease_ttl_s": 4.0, "renew_deadline_s": 3.0, "stonith": stonith}
     with cluster(db) as c:
         old = _leader_then_follower(c, settings)
         c.send("a", "hold_write")
-        c.wait("holding_write", CRASH_DEADLINE_S, name="a")
+        held = c.wait("holding_write", CRASH_DEADLINE_S, name="a")
+        assert (held["is_leader"], held["epoch"]) == (True, old["epoch"]), "a lost its lease before the test"
         c.kill("a", signal.SIGSTOP)
         busy_s = 5.0  # the store's default busy timeout: one failed takeover attempt
         bound = settings["lease_ttl_s"] + busy_s + 2 * settings["check_interval_s"] + 5
