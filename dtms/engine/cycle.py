@@ -226,14 +226,21 @@ class Engine:
         self._last_reconcile = last_reconcile
 
     def record_hour(self, epoch: int) -> tuple[float, float] | None:
-        """What the first tick of a new UTC hour does when it is otherwise idle and no account rail is tripped:
-        record the hourly equity baseline (E_h) now. Returns the new equity band (`wake`'s), None when the
-        account is unavailable (a driver then runs the tick)."""
+        """What the first tick of a new UTC hour or day does when it is otherwise idle and no account rail is
+        tripped: record the equity baselines (E_h, and B0 on a new day) now (`Guard.record_hour`). Returns
+        the new equity band (`wake`'s); None when nothing was recorded (a driver then runs the tick)."""
         try:
             account = self.broker.account()
         except BrokerError:
             return None
-        if not self.guard.record_hour(epoch, self.now(), account.equity):
+
+        def open_ids() -> frozenset[int]:
+            return frozenset(p.identifier for p in self.broker.positions())
+
+        try:
+            if not self.guard.record_hour(epoch, self.now(), account.balance, account.equity, open_ids):
+                return None
+        except BrokerError:
             return None
         return self.guard.equity_band()
 

@@ -36,6 +36,7 @@ class Guard:
         self._stops_cache: tuple[tuple[Any, ...], bool] | None = None
         self._calendar: tuple[float, tuple[rl.NewsEvent, ...]] | None = None
         self._equity: float | None = None
+        self._unsaved = False  # the baseline changed since it was last written (`record_hour`)
 
     def trading_state(self, symbol: str) -> rl.TradingState:
         """The worse of the account's and the symbol's trading state."""
@@ -60,7 +61,10 @@ class Guard:
                 if base.get("day") != day:
                     base.update(day=day, b0=account.balance)
                 base.update(hour=hour, equity_hour=account.equity)
+                self._unsaved = True
+            if self._unsaved:
                 self.store.set_setting("rails.baseline", base, epoch=epoch)
+                self._unsaved = False
             self._equity = account.equity
             rails["daily_loss"] = rl.daily_loss_tripped(base["b0"], account.equity, self.config)
             rails["hourly_loss"] = rl.hourly_loss_tripped(base["equity_hour"], account.equity, base["b0"], self.config)
@@ -82,16 +86,32 @@ class Guard:
             self.tripped[symbol] = verdict.tripped
         self.tripped["account"] = tuple(k for k, v in rails.items() if v)
 
-    def record_hour(self, epoch: int, now: datetime, equity: float) -> bool:
-        """The hourly baseline `update` records at the first tick of a UTC hour, for a tick that does nothing
-        else (same day, no rail tripped: see `Wake.rails_clear`). False, and nothing recorded, otherwise."""
+    def record_hour(self, epoch: int, now: datetime, balance: float, equity: float,
+                    open_ids: Callable[[], frozenset[int]]) -> bool:
+        """The baselines `update` records at the first tick of a UTC hour or day, for a tick that does nothing
+        else: no account rail was tripped (see `Wake.rails_clear`) and the new baselines trip none. A new day's
+        B0 is the balance, so a floating loss can trip the daily rail; its stops count from none, which the
+        deal history (`open_ids`: the open positions' identifiers, asked for on a new day only) confirms.
+        False, and nothing recorded, otherwise (the driver then runs the tick).
+
+        A driver that skips idle ticks (the replay) calls it once per hour: the baseline is kept here and
+        written to the store with the next tick's `update`, since only the last of them is ever read back."""
         base = self._baseline
-        if base is None or base.get("day") != rl.day_start(now).isoformat() or self.tripped.get("account"):
+        if base is None or self.tripped.get("account"):
             return False
-        hour = rl.hour_start(now).isoformat()
+        day, hour = rl.day_start(now).isoformat(), rl.hour_start(now).isoformat()
+        b0 = base.get("b0") if base.get("day") == day else balance
+        if b0 is None or rl.daily_loss_tripped(b0, equity, self.config):
+            return False
+        if rl.hourly_loss_tripped(equity, equity, b0, self.config):
+            return False
+        if base.get("day") != day:
+            if self._consecutive_stops(now, open_ids()):
+                return False
+            base.update(day=day, b0=balance)
         if base.get("hour") != hour:
             base.update(hour=hour, equity_hour=equity)
-            self.store.set_setting("rails.baseline", base, epoch=epoch)
+            self._unsaved = True
         self._equity = equity
         return True
 

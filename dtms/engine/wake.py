@@ -14,7 +14,7 @@ early is harmless: the engine then runs a tick that would have happened anyway a
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Final
@@ -22,7 +22,9 @@ from typing import Final
 from dtms.config import Config
 from dtms.engine import cadence, machine
 from dtms.engine import rails as rl
-from dtms.engine.regime import session_at
+from dtms.engine import regime as rg
+from dtms.engine.regime import Session, session_at
+from dtms.engine.signals import update_flip_flag
 from dtms.engine.symbols import SymbolData
 from dtms.models import Direction, Trade, TradeState
 
@@ -86,8 +88,8 @@ class Wake:
     equity: tuple[float, float]  # the loss rails keep their verdict while lo < equity < hi
     last_reconcile: datetime | None
     halted: bool
-    # No account rail tripped: a new UTC hour (not a new day) then only records the hourly equity baseline
-    # (`Engine.record_hour`), since E_h = equity cannot trip the hourly rail and clears nothing.
+    # No account rail tripped: a new UTC hour or day then only records the equity baselines
+    # (`Engine.record_hour`, which refuses when the new baselines would trip a rail).
     rails_clear: bool = False
 
 
@@ -96,12 +98,43 @@ def _narrow(lo: float, hi: float) -> tuple[float, float]:
 
 
 def next_session_change(now: datetime) -> datetime:
-    """The next whole UTC hour at which the trading session (regime input) differs from now's."""
-    current = session_at(now)
+    """The next whole UTC hour at which the trading session (regime input) differs from now's.
+
+    The session alone: the off-hours part of ASIAN (21:00-24:00) changes no threshold, and the engine
+    classifies the regime again only when the session changes (`SymbolData.refresh`).
+    """
+    current = session_at(now)[0]
     at = rl.hour_start(now) + _HOUR
-    while session_at(at) == current:
+    while session_at(at)[0] is current:
         at += _HOUR
     return at
+
+
+def session_wake(trade: Trade, sym: SymbolData, now: datetime, config: Config) -> datetime | None:
+    """The first session change at which this trade's fast check would decide otherwise; None if none can.
+
+    The session sets the VWAP threshold (`regime.thresholds`) and, through it, the flip latch and the VWAP
+    event trigger of the fast check; nothing else a fast check reads depends on the session (the deep check
+    reclassifies when it runs). The slope and the cross counter change only when a bar becomes final, which
+    wakes a driver anyway, so every session of the day is tried once with today's slope, counter and latch.
+    """
+    regime = sym.regime
+    if regime is None or session_at(now)[0] is not regime.session:
+        return now  # the next fast check classifies again
+    eng = trade.engine
+    counter = int(eng.get("vwap_cross_counter", 0))
+    flip = bool(eng.get("vwap_flip_active", False))
+    slope = sym.slope()
+    at = now
+    for _ in Session:
+        at = next_session_change(at)
+        vwap = rg.thresholds(replace(regime, session=session_at(at)[0]), sym.key, config).vwap
+        if (
+            cadence.event_trigger(slope, vwap, counter, None, None, config) is not None
+            or update_flip_flag(flip, slope, vwap, counter, trade.direction, config) != flip
+        ):
+            return at
+    return None
 
 
 def earliest(times: Iterable[datetime | None]) -> datetime | None:
@@ -154,7 +187,7 @@ def trade_wake(
         return TradeWake(trade.identifier, trade.symbol, last_fast, interval, now, forced=forced)
     thresholds = sym.thresholds
     mc = config.monitoring
-    times: list[datetime | None] = [next_session_change(now)]
+    times: list[datetime | None] = [session_wake(trade, sym, now, config)]
     bands: list[Band] = []
     d = trade.direction.sign
     side = Side.BID if trade.direction is Direction.BUY else Side.ASK
@@ -277,5 +310,6 @@ __all__ = [
     "equity_band",
     "news_times",
     "next_session_change",
+    "session_wake",
     "trade_wake",
 ]

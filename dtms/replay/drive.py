@@ -31,7 +31,6 @@ from dtms.report import TradeResult
 from dtms.sim.feed import Series
 
 _HOUR_MS = 3_600_000
-_DAY_MS = 86_400_000
 
 
 def _ms(at: datetime | None) -> int | None:
@@ -140,6 +139,14 @@ class _Idle:
         if b.until is not None and start >= (_ms(b.until) or 0):
             return
         lo, hi, ask = b.lo, b.hi, b.side is Side.ASK
+        if start > now and start < self.until:
+            # The band starts later (a cooldown ends): the price may have left it before then, and while the
+            # market is closed no path crosses anything. The first check from `start` acts on the quote then.
+            bid, ask_price, _ = self.series.quote(start + self.off)
+            price = bid if b.side is Side.BID else ask_price if ask else (bid + ask_price) / 2
+            if not lo + self.point < price < hi - self.point:
+                self.until = start
+                return
         if b.side is Side.MID:  # mid = bid + spread / 2, for every spread of the bars in between
             lo, hi = lo - self.spreads[0] / 2, hi - self.spreads[1] / 2
         if not lo + self.point < hi - self.point:
@@ -172,14 +179,13 @@ class _Idle:
 
     def idle(self, c: int) -> bool:
         """Whether the tick at driver time `c` is idle: before `until`, and in the hour of the previous tick,
-        or the first of a new hour of the same UTC day while no account rail is tripped (that tick only
-        records the hourly baseline: the driver has the engine do it, then `rebase`s)."""
+        or the first of a new UTC hour or day while no account rail is tripped (that tick only records the
+        baselines: the driver has the engine do it, `Engine.record_hour`, then `rebase`s; when the new
+        baselines would trip a rail the engine refuses and the tick runs)."""
         at = c + self.drift
         if at >= self.until:
             return False
-        if at // _HOUR_MS == self.prev // _HOUR_MS:
-            return True
-        return self.clear and at // _DAY_MS == self.prev // _DAY_MS
+        return at // _HOUR_MS == self.prev // _HOUR_MS or self.clear
 
     def jump(self, c: int, limit: int | None) -> int | None:
         """Skip in one step every idle tick from driver time `c` (the next tick) to the first that may act,
