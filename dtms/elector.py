@@ -108,7 +108,7 @@ class Elector:
         self._unlock = threading.Event()  # asks the waiter thread, the lock's only user, to let it go
         self._unlocked = threading.Event()
         self._elected = threading.Condition(self._mu)
-        self._calls: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._calls: queue.SimpleQueue[Callable[[], object] | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._waiter: threading.Thread | None = None  # the election lock's only user
         self._forked = False

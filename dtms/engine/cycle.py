@@ -107,7 +107,7 @@ class Engine:
             log.warning("dtms: no adoption this pass, positions unavailable: %s", exc)
             return
         trades = self.store.list_trades(include_closed=True)
-        known = {t.identifier for t in trades}
+        known: set[int | None] = {t.identifier for t in trades}  # a reduced hedge has no leg, so None
         for t in trades:
             hedge = t.engine.get("hedge") or {}
             known |= {hedge.get("identifier")} | {r.get("identifier") for r in t.engine.get("readds") or []}

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
 from dtms.broker.base import Broker, Outcome, OutcomeKind, Position, action_tag
+from dtms.broker.base import Direction as BrokerDirection
 from dtms.broker.base import SymbolSpec as BrokerSymbol
 from dtms.config import Config
 from dtms.engine import actions as plan
@@ -311,14 +312,14 @@ class Executor:
         # open_hedge / re_add_position: a new market position, tagged so a restart finds it again
         kind: Literal["h", "r"] = "h" if decision.action is ActionType.OPEN_HEDGE else "r"
         tag = action_tag(kind, action.action_id, identifier, database=self.store.database_tag)
-        side = Direction(p["direction"]).value
-        volume, sl, tp = float(p["volume"]), p.get("sl"), p.get("tp")
+        side: BrokerDirection = "BUY" if Direction(p["direction"]) is Direction.BUY else "SELL"
+        new_volume, new_sl, new_tp = float(p["volume"]), p.get("sl"), p.get("tp")
         magic = int(p.get("magic", self.config.execution.magic))
-        request = {**base, "op": "open", "symbol": position.symbol, "direction": side, "volume": volume, "sl": sl,
-                   "tp": tp, "magic": magic, "comment": tag}  # fmt: skip
+        request = {**base, "op": "open", "symbol": position.symbol, "direction": side, "volume": new_volume,
+                   "sl": new_sl, "tp": new_tp, "magic": magic, "comment": tag}  # fmt: skip
         return request, lambda: broker.open(
-            position.symbol, side, volume, sl=sl, tp=tp, magic=magic, comment=tag
-        )  # type: ignore[arg-type]
+            position.symbol, side, new_volume, sl=new_sl, tp=new_tp, magic=magic, comment=tag
+        )
 
     # -- reconcile ----------------------------------------------------------------------------------
 

@@ -138,7 +138,7 @@ class TradesMixin(StoreCore):
         request = TradeRequest(
             ticket=ticket,
             symbol=symbol,
-            direction=direction,  # type: ignore[arg-type]  # validated (case-insensitively) by the model
+            direction=direction,  # a str, validated (case-insensitively) into a Direction by the model
             entry_price=entry_price,
             volume=volume,
             sl=sl,
