@@ -169,8 +169,15 @@ def status_data(store: dtms.Store) -> dict[str, Any]:
         "halted": bool(store.setting("trading.halted", False)),
         "foreign_databases": foreign.pending(store),
         # Requests an earlier leader sent that wait for proof it can send no more (`dtms fence`).
-        "awaiting_proof": [{"action_id": a.action_id, "identifier": a.identifier, "action_type": a.action_type,
-                            "epoch": a.epoch} for a in store.awaiting_proof()],  # fmt: skip
+        "awaiting_proof": [
+            {
+                "action_id": a.action_id,
+                "identifier": a.identifier,
+                "action_type": a.action_type,
+                "epoch": a.epoch,
+            }
+            for a in store.awaiting_proof()
+        ],
         "active_trades": sum(by_state.values()),
         "armed_trades": summary.armed_trades(store),
         "trades_by_state": by_state,

@@ -474,8 +474,10 @@ class Engine:
             "tick_at": now.isoformat(),
             "ticks": self._tick_no,
             "halted": halted,
-            "trading_state": {"account": self.guard.account_state.value,
-                              **{s: self.guard.trading_state(s).value for s in self.symbols}},  # fmt: skip
+            "trading_state": {
+                "account": self.guard.account_state.value,
+                **{s: self.guard.trading_state(s).value for s in self.symbols},
+            },
             "tripped": {k: list(v) for k, v in self.guard.tripped.items()},
             "counters": dict(self._counters),
             "data_health": {s: d.health() for s, d in self.symbols.items()},
@@ -493,10 +495,15 @@ def _summary(e: sg.Evaluation) -> dict[str, Any]:
         "confluence": e.confluence.value,
         "confluence_ratio": round(e.confluence_ratio, 4),
         "analysis": e.analysis,
-        "signals": {s.name.value: {"raw": s.raw, "weight": round(e.weights[s.name], 4), "reason": s.reason}
-                    for s in e.signals},  # fmt: skip
-        "regime": {"session": e.regime.session.value, "volatility": e.regime.volatility.value,
-                   "structure": e.regime.structure.value},  # fmt: skip
+        "signals": {
+            s.name.value: {"raw": s.raw, "weight": round(e.weights[s.name], 4), "reason": s.reason}
+            for s in e.signals
+        },
+        "regime": {
+            "session": e.regime.session.value,
+            "volatility": e.regime.volatility.value,
+            "structure": e.regime.structure.value,
+        },
         "thresholds": {"vwap": e.thresholds.vwap, "rsi": e.thresholds.rsi},
         "vwap_flip_active": e.vwap_flip_active,
         "atr_m15": e.atr_m15,
