@@ -24,7 +24,6 @@ import os
 import select
 import signal
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final

@@ -119,9 +119,8 @@ def from_earlier_boot(
     it took the lease before this kernel booted (`clock_offset_ms` is this boot's wall time of boot): every
     process alive now started after that. A holder whose clock lies (libfaketime) records no boot id.
     """
-    if None in (acquired_at, holder_boot_id, boot_id, clock_offset_ms):
+    if acquired_at is None or holder_boot_id is None or boot_id is None or clock_offset_ms is None:
         return False
-    assert acquired_at is not None and holder_boot_id is not None and boot_id is not None  # noqa: S101  # for mypy
     if holder_boot_id.split("/", 1)[0] == boot_id.split("/", 1)[0]:
         return False  # the same kernel boot (maybe another pid namespace): alive or not, it is not gone
     try:
@@ -206,9 +205,9 @@ def may_take_over(
 __all__ = [
     "EARLIER_BOOT_MARGIN_MS",
     "ENGINE_LEASE",
+    "OFFSET_TOLERANCE_MS",
     "EpochRecord",
     "LeaseRow",
-    "OFFSET_TOLERANCE_MS",
     "Observation",
     "StopProof",
     "TakeoverReason",

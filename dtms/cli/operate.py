@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Console
 
 import dtms
 from dtms.cli import (
@@ -29,7 +30,6 @@ from dtms.config import Config
 from dtms.engine import foreign
 from dtms.store import summary
 from dtms.store.db import DIR_MODE
-from rich.console import Console
 
 config_option = click.option(
     "--config", "config_path", type=FilePath(exists=True), envvar="DTMS_CONFIG",

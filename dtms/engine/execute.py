@@ -344,18 +344,17 @@ class Executor:
         # A request the terminal took may still complete this long after (a timed-out send, a reconnecting
         # terminal, a sender killed mid-request): only a look after it may conclude "not applied".
         wait = max(self.config.execution.unknown_recheck_s, self.config.execution.inflight_horizon_s)
-        if action.epoch != epoch:
-            if detail.get("sender_stopped_at") is None:
-                if not self.gateway.sender_stopped(action.epoch):
-                    first = not detail.get("awaiting_proof")
-                    if first:
-                        detail["awaiting_proof"] = True
-                        self.gateway.outcome(epoch, action, ActionStatus.UNKNOWN, result=detail)
-                    return Result(ActionStatus.UNKNOWN, detail, alert=first)
-                detail.update(awaiting_proof=False, sender_stopped_at=ctx.now.isoformat(),
-                              recheck_from=ctx.now.isoformat())  # fmt: skip
-                self.gateway.outcome(epoch, action, ActionStatus.UNKNOWN, result=detail)
-                return Result(ActionStatus.UNKNOWN, detail)
+        if action.epoch != epoch and detail.get("sender_stopped_at") is None:
+            if not self.gateway.sender_stopped(action.epoch):
+                first = not detail.get("awaiting_proof")
+                if first:
+                    detail["awaiting_proof"] = True
+                    self.gateway.outcome(epoch, action, ActionStatus.UNKNOWN, result=detail)
+                return Result(ActionStatus.UNKNOWN, detail, alert=first)
+            detail.update(awaiting_proof=False, sender_stopped_at=ctx.now.isoformat(),
+                          recheck_from=ctx.now.isoformat())  # fmt: skip
+            self.gateway.outcome(epoch, action, ActionStatus.UNKNOWN, result=detail)
+            return Result(ActionStatus.UNKNOWN, detail)
         # Nothing found: look once more after the wait, then it was not applied.
         first_look = detail.get("recheck_from")
         if first_look is None:

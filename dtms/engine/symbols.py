@@ -127,9 +127,12 @@ class SymbolData:
         if r5.appended or r5.revised:
             self.vwap.update(self.m5.final(), r5.revised)
             self._cache.clear()
-        if r15.appended or r15.revised or self.regime is None:
-            self._classify(now)
-        elif self.regime is not None and rg.session_at(now)[0] is not self.regime.session:
+        if (
+            r15.appended
+            or r15.revised
+            or self.regime is None
+            or rg.session_at(now)[0] is not self.regime.session  # a new session: a new regime, new thresholds
+        ):
             self._classify(now)
 
     def _next_final(self) -> float:

@@ -95,7 +95,7 @@ class Store(TradesMixin, LeasesMixin, EngineMixin, SettingsMixin):  # EngineMixi
         return Health(status=status, reasons=tuple(reasons), checks=checks, checked_at=self.clock.utc_now())
 
 
-def open(  # noqa: A001  # dtms.open mirrors the builtin on purpose: it is the library's front door
+def open(  # dtms.open mirrors the builtin on purpose: it is the library's front door
     path: str | os.PathLike[str],
     *,
     create: bool = True,
