@@ -65,7 +65,8 @@ class JournalMixin(StoreCore):
             "epoch, created_at) VALUES (?, ?, ?, ?, ?, ?, 'INTENT', ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",
             (key, transition_id, identifier, leg, action_type, dumps(dict(params)), epoch, now),
         )
-        rows = query(conn, f"SELECT {_ACTION_COLUMNS} FROM actions WHERE idempotency_key = ?", (key,))
+        # S608: _ACTION_COLUMNS is a constant column list; the key is a bound parameter.
+        rows = query(conn, f"SELECT {_ACTION_COLUMNS} FROM actions WHERE idempotency_key = ?", (key,))  # noqa: S608
         return action_from_row(rows[0])
 
     def mark_sent(self, epoch: int, action_id: int, request: dict[str, Any]) -> None:
@@ -109,12 +110,14 @@ class JournalMixin(StoreCore):
     def actions(self, ticket: int | None = None, limit: int = 50) -> list[Action]:
         """Journal rows, newest first; of one trade if `ticket` is given."""
         check_limit(limit)
+        # S608: _ACTION_COLUMNS is a constant column list; ticket and limit are bound parameters.
         if ticket is None:
-            rows = self._rows(f"SELECT {_ACTION_COLUMNS} FROM actions ORDER BY action_id DESC LIMIT ?", (limit,))
+            sql = f"SELECT {_ACTION_COLUMNS} FROM actions ORDER BY action_id DESC LIMIT ?"  # noqa: S608
+            rows = self._rows(sql, (limit,))
         else:
             check_id(ticket)
             rows = self._rows(
-                f"SELECT {_ACTION_COLUMNS} FROM actions WHERE identifier = "
+                f"SELECT {_ACTION_COLUMNS} FROM actions WHERE identifier = "  # noqa: S608
                 "coalesce((SELECT identifier FROM trades WHERE identifier = ?1), "
                 "(SELECT identifier FROM trades WHERE ticket = ?1 ORDER BY identifier LIMIT 1)) "
                 "ORDER BY action_id DESC LIMIT ?2",

@@ -200,11 +200,11 @@ class TradesMixin(StoreCore):
         return created
 
     def _find(self, conn: apsw.Connection, identifier: int, ticket: int | None) -> Trade | None:
-        rows = query(conn, f"SELECT {_TRADE_COLUMNS} FROM trades WHERE identifier = ?", (identifier,))
+        # S608: _TRADE_COLUMNS is a constant column list; identifier and ticket are bound parameters.
+        rows = query(conn, f"SELECT {_TRADE_COLUMNS} FROM trades WHERE identifier = ?", (identifier,))  # noqa: S608
         if not rows and ticket is not None:
-            rows = query(
-                conn, f"SELECT {_TRADE_COLUMNS} FROM trades WHERE ticket = ? ORDER BY identifier LIMIT 1", (ticket,)
-            )
+            sql = f"SELECT {_TRADE_COLUMNS} FROM trades WHERE ticket = ? ORDER BY identifier LIMIT 1"  # noqa: S608
+            rows = query(conn, sql, (ticket,))
         return trade_from_row(rows[0]) if rows else None
 
     def get_trade(self, ticket: int) -> Trade | None:
