@@ -34,7 +34,8 @@ def _demo_config(tick_s: float) -> dict[str, Any]:
 
 
 def _node_process(db: str, sim: str, name: str, opens: int, seed: int, events: Any, tick_s: float) -> None:
-    """One bot process: a leader-capable Node; the first one also opens and registers positions as a follower."""
+    """One bot process: a leader-capable Node; the first one also opens and registers positions as a
+    follower."""
     import logging
 
     import dtms.sim
@@ -89,7 +90,8 @@ class DemoResult:
 
 
 def duplicates(store: dtms.Store, broker: Any) -> list[str]:
-    """Journal vs terminal: every DONE open/close must appear in the deal history exactly once (by its tag)."""
+    """Journal vs terminal: every DONE open/close must appear in the deal history exactly once (by its
+    tag)."""
     deals = broker.deals(since=None)
     by_comment = Counter(d.comment for d in deals if d.comment.startswith("dtms-"))
     found = []

@@ -1,4 +1,5 @@
-"""Elector: the lock waiter, the heart (watch + renew + watchdog) and the callback dispatcher of one process."""
+"""Elector: the lock waiter, the heart (watch + renew + watchdog) and the callback dispatcher of one
+process."""
 
 from __future__ import annotations
 
@@ -189,7 +190,8 @@ class Elector:
             self._step_down(reason, release=False)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Leave the election. A leader first commits `released`, then unlocks, so a follower leads at once."""
+        """Leave the election. A leader first commits `released`, then unlocks, so a follower leads at
+        once."""
         if self._forked:
             return
         self._stop.set()
@@ -411,8 +413,8 @@ class Elector:
             self._kill_holder(row, "its lease expired while the database stayed locked")
 
     def _disown(self) -> None:
-        """A takeover whose commit was seen after the files changed may have landed: if the row at the path now
-        names us, release it, so nobody waits a TTL for a leader that does not know it leads."""
+        """A takeover whose commit was seen after the files changed may have landed: if the row at the path
+        now names us, release it, so nobody waits a TTL for a leader that does not know it leads."""
         try:
             row = self.store.lease_row()
             if row is not None and row.token == self.holder.token and not row.released:
@@ -422,7 +424,8 @@ class Elector:
             log.warning("dtms: could not check for a takeover made while the files changed", exc_info=True)
 
     def _kill_holder(self, row: LeaseRow, why: str) -> None:
-        """Local STONITH (`election.stonith`, on by default): kill a hung holder on this host and record it."""
+        """Local STONITH (`election.stonith`, on by default): kill a hung holder on this host and record
+        it."""
         if not self.settings.stonith:
             return
         log.warning("dtms: fencing the previous holder %s (pid %s, epoch %d): %s", row.holder_name, row.pid,

@@ -1,4 +1,5 @@
-"""Typed notification events and the hook registry; the default notifier logs (dtms never configures logging)."""
+"""Typed notification events and the hook registry; the default notifier logs (dtms never configures
+logging)."""
 
 from __future__ import annotations
 

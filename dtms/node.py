@@ -42,8 +42,8 @@ class Node:
     """Joins the election for a dtms database; leads (runs the engine loop) or follows (reads and registers).
 
     With a `broker` (e.g. `dtms.broker.MT5Broker()`), the leader runs the engine on it; `now` is the trading
-    clock (the simulated terminal's `term.now` in demos and replays, UTC wall time by default); `hooks` receive
-    typed events (the default logs them).
+    clock (the simulated terminal's `term.now` in demos and replays, UTC wall time by default); `hooks`
+    receive typed events (the default logs them).
 
     ```python
     with dtms.Node(dtms.default_db_path(), name="telegram-bot") as node:

@@ -61,7 +61,8 @@ class App:
         return dtms.default_db_path(login, server)
 
     def store(self, *, create: bool = False, write: bool = False) -> dtms.Store:
-        """Open the database: read-only unless the command writes (`write=True`) or may create it (`create=True`).
+        """Open the database: read-only unless the command writes (`write=True`) or may create it
+        (`create=True`).
 
         A read-only open changes nothing, refuses a file that is not a dtms database (another application's
         SQLite file, an empty file) with exit 1, and works on a read-only file system (issue 11, point 5).

@@ -1,4 +1,5 @@
-"""`dtms fence`: which epochs are proven unable to send, what waits for such a proof, and the operator's confirm."""
+"""`dtms fence`: which epochs are proven unable to send, what waits for such a proof, and the operator's
+confirm."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ def fence_group(ctx: click.Context, limit: int, as_json: bool) -> None:
     """Epochs and their stop proofs (newest first), and the actions waiting for one.
 
     A request an earlier leader sent is concluded "not applied" only once that leader is proven unable to send
-    (exited, killed, its loop ended, or confirmed here) and an in-flight horizon has passed (docs/election.md).
+    (exited, killed, its loop ended, or confirmed here) and an in-flight horizon has passed
+    (docs/election.md).
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -61,8 +63,8 @@ def confirm_command(app: App, epoch: int, yes: bool) -> None:
     """Confirm that the holder of EPOCH can send nothing more (its process is gone or its terminal closed).
 
     Use it only for a holder dtms cannot check itself (another boot id or host): its waiting requests are then
-    concluded after the in-flight horizon, from the broker's state. Confirming a live sender can make an action
-    execute twice.
+    concluded after the in-flight horizon, from the broker's state. Confirming a live sender can make an
+    action execute twice.
     """
     with app.store(write=True) as store:
         record = store.epoch_record(epoch)

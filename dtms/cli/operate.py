@@ -54,7 +54,8 @@ def load_config(path: Path | None, *, server_time_default: int | None = None) ->
 
 
 def read_toml(path: Path) -> dict[str, Any]:
-    """The TOML file's data; `click.BadParameter` (exit 2) when it cannot be read, is not UTF-8 or not TOML."""
+    """The TOML file's data; `click.BadParameter` (exit 2) when it cannot be read, is not UTF-8 or not
+    TOML."""
     import tomllib
 
     hint = "'--config' / DTMS_CONFIG"

@@ -39,9 +39,10 @@ def _at(value: Any) -> datetime | None:
 class Engine:
     """The leader's work: every `tick` runs the checks that are due, from one trading clock `now()`.
 
-    It is a `dtms.node.LeaderWork`: the Node calls `start(epoch)` when it begins leading, `tick(epoch)` once per
-    loop interval, `stop()` when leading ends. Everything it needs to resume lives in the database.
-    `timeframes` are the (fast, slow) bar timeframes, M5 and M15 by default; replay maps them onto coarser data.
+    It is a `dtms.node.LeaderWork`: the Node calls `start(epoch)` when it begins leading, `tick(epoch)` once
+    per loop interval, `stop()` when leading ends. Everything it needs to resume lives in the database.
+    `timeframes` are the (fast, slow) bar timeframes, M5 and M15 by default; replay maps them onto coarser
+    data.
     """
 
     def __init__(
@@ -226,9 +227,9 @@ class Engine:
         self._last_reconcile = last_reconcile
 
     def record_hour(self, epoch: int) -> tuple[float, float] | None:
-        """What the first tick of a new UTC hour does when it is otherwise idle and no account rail is tripped:
-        record the hourly equity baseline (E_h) now. Returns the new equity band (`wake`'s), None when the
-        account is unavailable (a driver then runs the tick)."""
+        """What the first tick of a new UTC hour does when it is otherwise idle and no account rail is
+        tripped: record the hourly equity baseline (E_h) now. Returns the new equity band (`wake`'s), None
+        when the account is unavailable (a driver then runs the tick)."""
         try:
             account = self.broker.account()
         except BrokerError:
@@ -350,7 +351,8 @@ class Engine:
     # -- pieces ---------------------------------------------------------------------------------------
 
     def _missing(self, epoch: int, trade: Trade, now: datetime, patch: dict[str, Any]) -> TradeUpdate | None:
-        """Not in the bulk list: closed only on a per-identifier answer, twice, 10 s apart, or a closing deal."""
+        """Not in the bulk list: closed only on a per-identifier answer, twice, 10 s apart, or a closing
+        deal."""
         position = self.broker.position(trade.identifier)  # raises on an unknown answer: nothing changes
         if position is not None:
             return TradeUpdate({}, patch)

@@ -1,4 +1,5 @@
-"""Executor: one journaled action through the pre-send check, the gateway and the broker; and reconciliation."""
+"""Executor: one journaled action through the pre-send check, the gateway and the broker; and
+reconciliation."""
 
 from __future__ import annotations
 
@@ -119,9 +120,9 @@ class Executor:
     ) -> Result:
         """Pre-send check, plan from the fresh broker state, send (with bounded FRESH resends), record.
 
-        `settle(result)`, when given, is asked once the action is resolved (DONE, SKIPPED, FAILED) and may return
-        writes that then commit in the same fenced transaction as the outcome (spec §8.3: the state changes
-        with the primary's outcome). It runs before that transaction opens, so it may read the broker.
+        `settle(result)`, when given, is asked once the action is resolved (DONE, SKIPPED, FAILED) and may
+        return writes that then commit in the same fenced transaction as the outcome (spec §8.3: the state
+        changes with the primary's outcome). It runs before that transaction opens, so it may read the broker.
         """
         self._settle = settle
         if action.status is not ActionStatus.INTENT:
@@ -190,7 +191,8 @@ class Executor:
     def _commit(
         self, epoch: int, action: Action, result: Result, status: ActionStatus, **fields: Any
     ) -> Result:
-        """Record the outcome, together with what `settle` wants written for a resolved action (one fenced tx)."""
+        """Record the outcome, together with what `settle` wants written for a resolved action (one fenced
+        tx)."""
         writes = self._settle(action, result) if self._settle is not None and result.resolved else None
         with self.store.fenced(epoch):
             self.gateway.outcome(epoch, action, status, result=result.detail, **fields)

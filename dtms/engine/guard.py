@@ -96,7 +96,8 @@ class Guard:
         return True
 
     def equity_band(self) -> tuple[float, float]:
-        """Equity strictly inside which the loss rails keep the verdict of the last tick (the wake contract)."""
+        """Equity strictly inside which the loss rails keep the verdict of the last tick (the wake
+        contract)."""
         if self._equity is None or self._baseline is None:
             return float("-inf"), float("inf")
         return wk.equity_band(self._baseline.get("b0"), self._baseline.get("equity_hour"), self._equity, self.config)

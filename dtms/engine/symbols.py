@@ -1,4 +1,5 @@
-"""Per-symbol market state shared by every trade on the symbol: bar windows, VWAP, regime, spread, evaluations."""
+"""Per-symbol market state shared by every trade on the symbol: bar windows, VWAP, regime, spread,
+evaluations."""
 
 from __future__ import annotations
 
@@ -96,7 +97,8 @@ class SymbolData:
     def refresh(self, broker: Broker, now: datetime, tick_no: int) -> None:
         """Fetch the newest bars once per loop tick (backfill the windows first), then update VWAP and regime.
 
-        A failed fetch leaves the symbol as it was ("not ready" before its first backfill): the data rail trips.
+        A failed fetch leaves the symbol as it was ("not ready" before its first backfill): the data rail
+        trips.
         """
         if self.refreshed_tick == tick_no:
             return
@@ -149,7 +151,8 @@ class SymbolData:
         self._cache.clear()
 
     def record_spread(self, points: float, now: datetime) -> float | None:
-        """Sample the spread once per final fast bar; at a new UTC hour, persist the last hour's median (§2.8).
+        """Sample the spread once per final fast bar; at a new UTC hour, persist the last hour's median
+        (§2.8).
 
         The first fast check after a fast bar becomes final takes the sample, so how many checks ran between
         two bars (15, 30 or 60 s cadence; a replay that skips idle checks) changes neither the samples nor the

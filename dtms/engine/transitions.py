@@ -1,4 +1,5 @@
-"""Transitions: journal a step with its intents, drive its primary action to an outcome, then apply or abandon.
+"""Transitions: journal a step with its intents, drive its primary action to an outcome, then apply or
+abandon.
 
 Everything here is restartable from the database alone: `drive(transition_id)` looks at the journal rows of
 the transition and does the next thing, so a new leader after a crash calls the very same code (spec §8).
@@ -202,7 +203,8 @@ class Transitions:
 
     def _apply(self, epoch: int, tr: dict[str, Any], trade: Trade, primary: Action | None, now: datetime,
                close_reason: str | None = None) -> None:  # fmt: skip
-        """Apply a transition whose primary was resolved earlier (or that has none), in its own transaction."""
+        """Apply a transition whose primary was resolved earlier (or that has none), in its own
+        transaction."""
         if primary is None:
             update = self._update(tr, trade, None, None, {}, now, close_reason)
         else:
@@ -219,7 +221,8 @@ class Transitions:
 
     def _update(self, tr: dict[str, Any], trade: Trade, primary_type: str | None, status: ActionStatus | None,
                 result: dict[str, Any], now: datetime, close_reason: str | None = None) -> TradeUpdate:  # fmt: skip
-        """The trade's new state, timers, legs and volumes once the primary action is resolved (reads the broker)."""
+        """The trade's new state, timers, legs and volumes once the primary action is resolved (reads the
+        broker)."""
         target = TradeState(tr["to_state"])
         detail = tr["detail"]
         columns: dict[str, Any] = {"state": target, "state_at": now}
@@ -272,7 +275,8 @@ class Transitions:
             self._after_secondary(epoch, action, trade, result, now)
 
     def retry_open_actions(self, epoch: int, trade: Trade, now: datetime) -> None:
-        """Secondary actions of applied transitions still open (INTENT/SENT/UNKNOWN): run or reconcile them."""
+        """Secondary actions of applied transitions still open (INTENT/SENT/UNKNOWN): run or reconcile
+        them."""
         for action in self.store.open_actions(trade.identifier):
             if action.params.get("primary"):
                 continue

@@ -105,7 +105,8 @@ class EngineMixin(JournalMixin):
     def finish_transition(
         self, epoch: int, transition_id: int, *, applied: bool, update: TradeUpdate | None = None
     ) -> None:
-        """Apply (state and timers change with the primary outcome) or abandon a pending transition (fenced)."""
+        """Apply (state and timers change with the primary outcome) or abandon a pending transition
+        (fenced)."""
         now = iso(self.clock.utc_now())
         update = update or TradeUpdate()
         with self.fenced(epoch), self._write() as conn:

@@ -64,11 +64,11 @@ def _json_expr(column: str) -> str:
     return column
 
 
-#: One trade as the JSON text of its `Trade.model_dump(mode="json")`, made by SQLite without building the model:
-#: rows were validated when written, and validating and re-encoding 100 000 of them (with their engine state)
-#: was most of the time of `dtms trades --json` (issue 11, point 6).
-#: NOTE: the engine column is JSON already (CHECK json_valid) and goes in as stored, by concatenation: json(engine)
-#: would parse it again and took half of the time.
+#: One trade as the JSON text of its `Trade.model_dump(mode="json")`, made by SQLite without building the
+#: model: rows were validated when written, and validating and re-encoding 100 000 of them (with their engine
+#: state) was most of the time of `dtms trades --json` (issue 11, point 6).
+#: NOTE: the engine column is JSON already (CHECK json_valid) and goes in as stored, by concatenation:
+#: json(engine) would parse it again and took half of the time.
 _TRADE_JSON: Final = (
     "rtrim(json_object(" + ", ".join(f"'{c}', {_json_expr(c)}" for c in _COLUMN_NAMES[:-1]) + "), '}') "
     "|| ',\"engine\":' || engine || '}'"
