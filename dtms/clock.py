@@ -159,4 +159,11 @@ def process_start_time(pid: int | None = None) -> int | None:
     return int(fields[19])
 
 
-__all__ = ["BOOT_CLOCK_TOLERANCE_MS", "Clock", "ManualClock", "SystemClock", "clock_offset_ms", "process_start_time"]
+__all__ = [
+    "BOOT_CLOCK_TOLERANCE_MS",
+    "Clock",
+    "ManualClock",
+    "SystemClock",
+    "clock_offset_ms",
+    "process_start_time",
+]

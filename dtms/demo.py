@@ -62,7 +62,9 @@ def _node_process(db: str, sim: str, name: str, opens: int, seed: int, events: A
         price = tick.ask if side == "BUY" else tick.bid
         distance = max(price * 0.002, 30 * spec.point)
         sl = round(price - distance if side == "BUY" else price + distance, spec.digits)
-        volume = max(spec.volume_min, spec.floor_volume(rng.choice([0.1, 0.2, 0.5]) if symbol == "EURUSD" else 0.1))
+        volume = max(
+            spec.volume_min, spec.floor_volume(rng.choice([0.1, 0.2, 0.5]) if symbol == "EURUSD" else 0.1)
+        )
         out = trader.open(symbol, side, volume, sl=sl, magic=42, comment=f"{name} entry")  # type: ignore[arg-type]
         if out.is_done and out.identifier is not None:
             node.store.register_trade(out.identifier, symbol, side, out.price, out.volume or volume, sl=sl)
@@ -189,7 +191,10 @@ def run(
                     if lease is not None and lease.holder is not None and lease.holder.name in procs:
                         victim = lease.holder.name
                         killed = (victim, time.monotonic())
-                        os.kill(procs[victim].pid, signal.SIGKILL if hasattr(signal, "SIGKILL") else signal.SIGTERM)
+                        os.kill(
+                            procs[victim].pid,
+                            signal.SIGKILL if hasattr(signal, "SIGKILL") else signal.SIGTERM,
+                        )
                         procs[victim].join(5)
                         notes.append(f"[red]killed the leader[/] {victim} (SIGKILL) at epoch {lease.epoch}")
                         spawn(f"{victim}-2", 0)  # a supervisor would restart it; it comes back as a follower

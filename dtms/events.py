@@ -66,7 +66,9 @@ class Notifier:
                     break
                 except Exception:
                     level = logging.ERROR if attempt == self.attempts else logging.WARNING
-                    log.log(level, "dtms: notification hook %r failed (attempt %d)", hook, attempt, exc_info=True)
+                    log.log(
+                        level, "dtms: notification hook %r failed (attempt %d)", hook, attempt, exc_info=True
+                    )
 
 
 __all__ = ["Event", "EventKind", "Hook", "Notifier", "log_event"]

@@ -54,7 +54,9 @@ def _open_lock_file(path: Path) -> int:
         if path.is_symlink():
             # A DtmsError (issue 11, point 5) that is still the OSError callers caught before.
             raise LockFileError(
-                exc.errno, f"the election lock file {path} is a symlink: refusing to lock through it", str(path)
+                exc.errno,
+                f"the election lock file {path} is a symlink: refusing to lock through it",
+                str(path),
             ) from exc
         raise
 

@@ -22,7 +22,9 @@ def _awaiting(action: Action) -> dict[str, Any]:
 
 
 @cli.group("fence", invoke_without_command=True)
-@click.option("--limit", type=click.IntRange(1), default=RECENT_EPOCHS, show_default=True, help="Epochs to list.")
+@click.option(
+    "--limit", type=click.IntRange(1), default=RECENT_EPOCHS, show_default=True, help="Epochs to list."
+)
 @json_option
 @click.pass_context
 def fence_group(ctx: click.Context, limit: int, as_json: bool) -> None:

@@ -97,7 +97,9 @@ def make_private_dirs(directory: Path) -> None:
               help="The simulated terminal file (created if missing) for --broker sim.")  # fmt: skip
 @click.option("--name", default=None, help="This process's name in the lease (default: host and pid).")
 @click.option("--login", type=int, help="MetaTrader 5 account (--broker mt5).")
-@click.option("--password", envvar="DTMS_MT5_PASSWORD", show_envvar=True, help="Account password (--broker mt5).")
+@click.option(
+    "--password", envvar="DTMS_MT5_PASSWORD", show_envvar=True, help="Account password (--broker mt5)."
+)
 @click.option("--server", help="Broker server name (--broker mt5).")
 @click.option("--terminal", "terminal_path", help="Path of terminal64.exe (--broker mt5).")
 @config_option
@@ -225,7 +227,9 @@ def status_command(app: App, as_json: bool) -> None:
     health = engine.get("data_health") or {}
     if health:
         cols = ["symbol", "ready", "m5_bars", "m15_bars", "gaps", "vwap", "spread_median", "error"]
-        print_table(table("Data health", cols, [[s, *(h.get(c) for c in cols[1:])] for s, h in health.items()]))
+        print_table(
+            table("Data health", cols, [[s, *(h.get(c) for c in cols[1:])] for s, h in health.items()])
+        )
 
 
 @cli.command("halt")
@@ -275,7 +279,9 @@ def may_modify_command(app: App, ticket: int, manager: str, action: str, as_json
         allowed = store.may_modify(ticket, manager, action)  # type: ignore[arg-type]
         state = store.dtms_state(ticket)
     if as_json:
-        print_json({"ticket": ticket, "manager": manager, "action": action, "allowed": allowed, "dtms_state": state})
+        print_json(
+            {"ticket": ticket, "manager": manager, "action": action, "allowed": allowed, "dtms_state": state}
+        )
     else:
         click.echo(f"{'yes' if allowed else 'no'} (dtms_state: {state or 'not managed'})")
     if not allowed:
@@ -339,7 +345,9 @@ class IntList(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # gener
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> list[int]:
         if isinstance(value, list):
             return value
-        shape = ", a range A-B or a comma list of them (1-3,7)" if self.ranges else " or a comma list (12,24,48)"
+        shape = (
+            ", a range A-B or a comma list of them (1-3,7)" if self.ranges else " or a comma list (12,24,48)"
+        )
         out: list[int] = []
         for part in str(value).split(","):
             first, dash, last = part.strip().partition("-") if self.ranges else (part.strip(), "", "")
@@ -360,14 +368,18 @@ class IntList(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # gener
 
 @cli.command("replay")
 @click.argument("bars", type=FilePath(exists=True))
-@click.option("--symbol", help="The symbol (default: the file name's first part, as MetaTrader names exports).")
+@click.option(
+    "--symbol", help="The symbol (default: the file name's first part, as MetaTrader names exports)."
+)
 @click.option("--entries", "entries_path", type=FilePath(exists=True),
               help="A CSV of entries: time,direction,volume,sl,tp (ISO-8601 UTC times).")  # fmt: skip
 @click.option("--every", type=IntList(ranges=False, minimum=1),
               help="An entry every N fast-timeframe bars (default 24); a comma list (12,24,48) sweeps.")  # fmt: skip
 @click.option("--seed", "--seeds", "seeds", type=IntList(ranges=True, minimum=0), default="0",
               show_default=True, help="Seed of the entries' directions; several (1-5, 1,3,7) sweep.")  # fmt: skip
-@click.option("--timeframes", help="The engine's fast,slow timeframes for coarse data, e.g. H1,H4 (default M5,M15).")
+@click.option(
+    "--timeframes", help="The engine's fast,slow timeframes for coarse data, e.g. H1,H4 (default M5,M15)."
+)
 @click.option("--sl-atr", type=click.FloatRange(0, min_open=True), default=1.5, show_default=True,
               help="Generated entries: SL at this many ATR14 of the slow timeframe.")  # fmt: skip
 @click.option("--tp-r", type=click.FloatRange(0, min_open=True), default=2.0, show_default=True,

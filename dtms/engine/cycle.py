@@ -29,7 +29,14 @@ from dtms.store import Store, TradeUpdate
 
 log = logging.getLogger(__name__)
 
-DEAL_REASONS = {"sl": "sl", "tp": "tp", "so": "stop_out", "client": "client", "mobile": "client", "web": "client"}
+DEAL_REASONS = {
+    "sl": "sl",
+    "tp": "tp",
+    "so": "stop_out",
+    "client": "client",
+    "mobile": "client",
+    "web": "client",
+}
 
 
 def _at(value: Any) -> datetime | None:
@@ -84,7 +91,9 @@ class Engine:
         now = self.now()
         self._started_at = now
         self.reconcile(epoch, now)
-        self._emit("engine_started", now, epoch=epoch, active_trades=self.store.count_trades(include_closed=False))
+        self._emit(
+            "engine_started", now, epoch=epoch, active_trades=self.store.count_trades(include_closed=False)
+        )
 
     def stop(self) -> None:
         self._emit("engine_stopped", self.now())
@@ -138,7 +147,9 @@ class Engine:
             except BrokerError as exc:  # unknown is not empty: nothing is closed or purged on it (B-FSM-6)
                 log.warning("dtms: positions unavailable: %s", exc)
                 snapshot = None
-            self.guard.update(epoch, now, halted, None if snapshot is None else frozenset(snapshot), self.symbols)
+            self.guard.update(
+                epoch, now, halted, None if snapshot is None else frozenset(snapshot), self.symbols
+            )
             self._hold_if(self.foreign.tripped() if snapshot is None
                           else self.foreign.observe_positions(epoch, now, snapshot.values()))  # fmt: skip
             updates: dict[int, TradeUpdate] = {}
@@ -191,7 +202,9 @@ class Engine:
                 continue
             volatility = sym.regime.volatility if sym.regime else None
             flat = bool(sym.regime and sym.regime.is_flat)
-            dues.append(last + timedelta(seconds=cadence.fast_interval_s(trade.state, volatility, flat, self.config)))
+            dues.append(
+                last + timedelta(seconds=cadence.fast_interval_s(trade.state, volatility, flat, self.config))
+            )
         return cadence.next_due(now, dues, self._last_reconcile, self.config)
 
     def wake(self, now: datetime) -> wk.Wake:
@@ -218,7 +231,9 @@ class Engine:
         return wk.Wake(now, tuple(trades), wk.earliest(news), self.guard.equity_band(), self._last_reconcile, halted,
                        rails_clear=not self.guard.tripped.get("account"))  # fmt: skip
 
-    def fast_forward(self, epoch: int, last_fast_at: Mapping[int, datetime], last_reconcile: datetime | None) -> None:
+    def fast_forward(
+        self, epoch: int, last_fast_at: Mapping[int, datetime], last_reconcile: datetime | None
+    ) -> None:
         """Record ticks a driver skipped because `wake` proved them idle: when each trade's fast check and the
         reconciliation last ran. Those ticks changed nothing else (that is what idle means)."""
         if last_fast_at:
@@ -238,7 +253,9 @@ class Engine:
             return None
         return self.guard.equity_band()
 
-    def _trade(self, epoch: int, trade: Trade, now: datetime, snapshot: dict[int, Position] | None) -> TradeUpdate | None:  # fmt: skip
+    def _trade(
+        self, epoch: int, trade: Trade, now: datetime, snapshot: dict[int, Position] | None
+    ) -> TradeUpdate | None:
         eng = trade.engine
         pending = eng.get("pending_transition")
         if pending is not None:  # no new evaluation while a transition is unresolved (spec §5.1)
@@ -269,7 +286,9 @@ class Engine:
         self._sync(trade, position, cols, patch, now)
         sym.refresh(self.broker, now, self._tick_no)
         tick = self._tick(trade.symbol)
-        spec = self._specs.get(trade.symbol) or self._specs.setdefault(trade.symbol, self.broker.symbol(trade.symbol))
+        spec = self._specs.get(trade.symbol) or self._specs.setdefault(
+            trade.symbol, self.broker.symbol(trade.symbol)
+        )
         finished = sym.record_spread(spread_points(tick.bid, tick.ask, spec.point), now)
         if finished is not None:
             self.store.set_setting(f"spread.{trade.symbol}", sym.hourly_medians, epoch=epoch)
@@ -362,7 +381,9 @@ class Engine:
             log.warning("dtms: deal history of %d unavailable: %s", trade.identifier, exc)
             deals = []
         first = _at(trade.engine.get("missing_since"))
-        confirmed = first is not None and (now - first).total_seconds() >= self.config.reconcile.missing_interval_s
+        confirmed = (
+            first is not None and (now - first).total_seconds() >= self.config.reconcile.missing_interval_s
+        )
         if not deals and not confirmed:
             patch["missing_since"] = (first or now).isoformat()
             return TradeUpdate({}, patch)
@@ -383,11 +404,15 @@ class Engine:
         """Broker truth wins for volume, SL, TP and ticket; the initial SL and R never change (spec §8.4)."""
         eps = 1e-9
         if position.volume < trade.volume - eps:
-            cols.update(volume=position.volume, closed_volume=max(0.0, trade.initial_volume - position.volume))
+            cols.update(
+                volume=position.volume, closed_volume=max(0.0, trade.initial_volume - position.volume)
+            )
             self._emit("external_change", now, identifier=trade.identifier, kind="partial_close",
                        volume=position.volume, previous=trade.volume)  # fmt: skip
         elif position.volume > trade.volume + eps:
-            cols.update(volume=position.volume, initial_volume=trade.initial_volume + position.volume - trade.volume)
+            cols.update(
+                volume=position.volume, initial_volume=trade.initial_volume + position.volume - trade.volume
+            )
         if position.sl != trade.sl:
             cols["sl"] = position.sl
         if position.tp != trade.tp:
@@ -411,7 +436,9 @@ class Engine:
         if len(bars):
             patch["last_cross_bar"] = int(bars["time"][-1])
         if sym.thresholds is not None:
-            flip = sg.update_flip_flag(flip, sym.slope(), sym.thresholds.vwap, counter, trade.direction, self.config)
+            flip = sg.update_flip_flag(
+                flip, sym.slope(), sym.thresholds.vwap, counter, trade.direction, self.config
+            )
         patch.update(vwap_cross_counter=counter, vwap_flip_active=flip)
         return counter, flip
 

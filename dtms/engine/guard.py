@@ -63,7 +63,9 @@ class Guard:
                 self.store.set_setting("rails.baseline", base, epoch=epoch)
             self._equity = account.equity
             rails["daily_loss"] = rl.daily_loss_tripped(base["b0"], account.equity, self.config)
-            rails["hourly_loss"] = rl.hourly_loss_tripped(base["equity_hour"], account.equity, base["b0"], self.config)
+            rails["hourly_loss"] = rl.hourly_loss_tripped(
+                base["equity_hour"], account.equity, base["b0"], self.config
+            )
             rails["consecutive_stops"] = self._consecutive_stops(now, open_ids)
         previous = self.account_state
         self.account_state = rl.evaluate(rails, {}, halted=halted).account
@@ -100,7 +102,9 @@ class Guard:
         contract)."""
         if self._equity is None or self._baseline is None:
             return float("-inf"), float("inf")
-        return wk.equity_band(self._baseline.get("b0"), self._baseline.get("equity_hour"), self._equity, self.config)
+        return wk.equity_band(
+            self._baseline.get("b0"), self._baseline.get("equity_hour"), self._equity, self.config
+        )
 
     def news_change(self, key: str, now: datetime) -> datetime | None:
         """The next time a news blackout for symbol key `key` starts or ends."""

@@ -52,7 +52,9 @@ def check_timeframes(timeframes: tuple[str, str]) -> tuple[str, str]:
     fast, slow = (str(t).strip().upper() for t in timeframes)
     fast_s, slow_s = timeframe_s(fast), timeframe_s(slow)
     if slow_s <= fast_s or slow_s % fast_s:
-        raise ConfigError(f"timeframes: {slow} must be a longer whole multiple of {fast} (e.g. M5,M15; H1,H4)")
+        raise ConfigError(
+            f"timeframes: {slow} must be a longer whole multiple of {fast} (e.g. M5,M15; H1,H4)"
+        )
     return fast, slow
 
 

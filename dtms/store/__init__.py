@@ -61,7 +61,9 @@ class Store(TradesMixin, LeasesMixin, EngineMixin, SettingsMixin):  # EngineMixi
         profit-taking are allowed (the conservative fallback). Positions dtms does not manage: yes.
         """
         if action not in ("sl", "trail", "breakeven", "partial_close", "close"):
-            raise InvalidArgumentError(f"action must be sl, trail, breakeven, partial_close or close, not {action!r}")
+            raise InvalidArgumentError(
+                f"action must be sl, trail, breakeven, partial_close or close, not {action!r}"
+            )
         state = self.dtms_state(ticket)
         if state is None or state == TradeState.CLOSED.value:
             return True

@@ -353,7 +353,9 @@ class StoreCore:
             directory.mkdir(mode=DIR_MODE, exist_ok=True)
         # Create it owner-only before SQLite does: SQLite would use the umask, and gives the -wal and -shm
         # files the mode of the database file. O_EXCL: a racing creator is fine, we just use its file.
-        flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+        flags = (
+            os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+        )
         try:
             fd = os.open(self.path, flags, FILE_MODE)
         except FileExistsError:

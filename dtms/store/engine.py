@@ -110,7 +110,9 @@ class EngineMixin(JournalMixin):
         now = iso(self.clock.utc_now())
         update = update or TradeUpdate()
         with self.fenced(epoch), self._write() as conn:
-            rows = query(conn, "SELECT identifier, status FROM transitions WHERE transition_id = ?", (transition_id,))
+            rows = query(
+                conn, "SELECT identifier, status FROM transitions WHERE transition_id = ?", (transition_id,)
+            )
             if not rows:
                 raise InvalidArgumentError(f"no transition {transition_id}")
             if rows[0]["status"] != "pending":

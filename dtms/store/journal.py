@@ -100,8 +100,13 @@ class JournalMixin(StoreCore):
                 "error = coalesce(?, error), completed_at = CASE WHEN ? THEN ? ELSE completed_at END "
                 "WHERE action_id = ?",
                 (
-                    status.value, None if result is None else dumps(result), retcode, error,
-                    int(status in _FINAL), now, action_id,
+                    status.value,
+                    None if result is None else dumps(result),
+                    retcode,
+                    error,
+                    int(status in _FINAL),
+                    now,
+                    action_id,
                 ),
             )
             if conn.changes() != 1:

@@ -33,7 +33,9 @@ class SettingsMixin(StoreCore):
 
     def settings(self, prefix: str) -> dict[str, Any]:
         """Every setting whose key starts with `prefix`."""
-        rows = self._rows("SELECT key, value FROM settings WHERE substr(key, 1, ?) = ?", (len(prefix), prefix))
+        rows = self._rows(
+            "SELECT key, value FROM settings WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
+        )
         return {r["key"]: json.loads(r["value"]) for r in rows}
 
     @property
