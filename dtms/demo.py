@@ -28,9 +28,15 @@ def _demo_config(tick_s: float) -> dict[str, Any]:
         "broker": {"server_time": 0},
         "loop": {"tick_s": tick_s},
         # NOTE: a 2 s TTL keeps a hung leader's replacement quick in a one-minute demo; crashes need no TTL.
-        "election": {"lease_ttl_s": 2.0, "renew_deadline_s": 1.5, "retry_interval_s": 0.2, "check_interval_s": 0.1,
-                     "send_margin_s": 0.2, "loop_stall_s": 10.0},
-    }  # fmt: skip
+        "election": {
+            "lease_ttl_s": 2.0,
+            "renew_deadline_s": 1.5,
+            "retry_interval_s": 0.2,
+            "check_interval_s": 0.1,
+            "send_margin_s": 0.2,
+            "loop_stall_s": 10.0,
+        },
+    }
 
 
 def _node_process(db: str, sim: str, name: str, opens: int, seed: int, events: Any, tick_s: float) -> None:
@@ -113,8 +119,16 @@ def _table(store: dtms.Store, notes: list[str]) -> Any:
     lease = store.lease()
     head = Table.grid(padding=(0, 2))
     if lease is not None and lease.holder is not None:
-        head.add_row("leader", f"[bold]{lease.holder.name}[/] (pid {lease.holder.pid})", "epoch", str(lease.epoch),
-                     "lease", lease.state.value, "transitions", str(lease.transitions))  # fmt: skip
+        head.add_row(
+            "leader",
+            f"[bold]{lease.holder.name}[/] (pid {lease.holder.pid})",
+            "epoch",
+            str(lease.epoch),
+            "lease",
+            lease.state.value,
+            "transitions",
+            str(lease.transitions),
+        )
     else:
         head.add_row("leader", "none yet")
     trades = Table(title="trades", expand=False)
@@ -183,8 +197,10 @@ def run(
                             gap = (t - killed[1]) * 1000
                             result.gaps_ms.append(gap)
                             result.failovers += 1
-                            notes.append(f"[green]takeover:[/] {name} leads epoch {epoch}, {gap:.1f} ms after "
-                                         f"{killed[0]} was killed")  # fmt: skip
+                            notes.append(
+                                f"[green]takeover:[/] {name} leads epoch {epoch}, {gap:.1f} ms after "
+                                f"{killed[0]} was killed"
+                            )
                             killed = None
                 if killed is None and time.monotonic() >= kill_at and not result.failovers:
                     lease = store.lease()

@@ -94,8 +94,14 @@ class Elector:
             boot_id=clock.boot_id(),
             token=secrets.token_hex(8),
         )
-        self._proofs = Fence(store, token=self.holder.token, host=self._host, boot_id=clock.boot_id,
-                             kill=settings.stonith, clock_offset_ms=lambda: clock_offset_ms(clock))  # fmt: skip
+        self._proofs = Fence(
+            store,
+            token=self.holder.token,
+            host=self._host,
+            boot_id=clock.boot_id,
+            kill=settings.stonith,
+            clock_offset_ms=lambda: clock_offset_ms(clock),
+        )
         # Fenced writes of this store need our lease, not just its number; `_generation`: the store's files as
         # of the epoch we lead (see is_leader).
         store.fence_token = self.holder.token

@@ -105,8 +105,15 @@ class Node:
         if work is None and broker is not None:
             from dtms.engine.cycle import Engine  # numpy-heavy: only a process that manages trades loads it
 
-            self._work = Engine(self.store, broker, self.gateway, self.config, now=self.now, notifier=self.notifier,
-                                wait=lambda s: self._loop_stop.wait(s))  # fmt: skip
+            self._work = Engine(
+                self.store,
+                broker,
+                self.gateway,
+                self.config,
+                now=self.now,
+                notifier=self.notifier,
+                wait=lambda s: self._loop_stop.wait(s),
+            )
 
     # -- public -----------------------------------------------------------------------------------------
 

@@ -43,17 +43,33 @@ def fence_group(ctx: click.Context, limit: int, as_json: bool) -> None:
         epochs = store.lease_history()[-limit:][::-1]
         waiting = store.awaiting_proof()
     if as_json:
-        print_json({"epochs": [{**e, "acquired_at": e["acquired_at"] and e["acquired_at"].isoformat(),
-                                "stopped_at": e["stopped_at"] and e["stopped_at"].isoformat()} for e in epochs],
-                    "awaiting_proof": [{**_awaiting(a), "sent_at": a.sent_at and a.sent_at.isoformat()}
-                                       for a in waiting]})  # fmt: skip
+        print_json(
+            {
+                "epochs": [
+                    {
+                        **e,
+                        "acquired_at": e["acquired_at"] and e["acquired_at"].isoformat(),
+                        "stopped_at": e["stopped_at"] and e["stopped_at"].isoformat(),
+                    }
+                    for e in epochs
+                ],
+                "awaiting_proof": [
+                    {**_awaiting(a), "sent_at": a.sent_at and a.sent_at.isoformat()} for a in waiting
+                ],
+            }
+        )
         return
     rows = [[e["epoch"], e["holder_name"], e["host"], e["pid"], e["reason"], e["stopped_how"] or "-",
              e["stopped_at"]] for e in epochs]  # fmt: skip
     tables = [table("Epochs", ["epoch", "holder", "host", "pid", "granted", "stopped", "proven at"], rows)]
     if waiting:
-        tables.append(table("Awaiting proof that the sender stopped", ["action", "trade", "type", "leg", "epoch",
-                            "sent at"], [list(_awaiting(a).values()) for a in waiting]))  # fmt: skip
+        tables.append(
+            table(
+                "Awaiting proof that the sender stopped",
+                ["action", "trade", "type", "leg", "epoch", "sent at"],
+                [list(_awaiting(a).values()) for a in waiting],
+            )
+        )
     print_table(*tables)
 
 

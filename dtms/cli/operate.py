@@ -104,8 +104,17 @@ def make_private_dirs(directory: Path) -> None:
 @click.option("--terminal", "terminal_path", help="Path of terminal64.exe (--broker mt5).")
 @config_option
 @pass_app
-def run_command(app: App, broker_kind: str, sim_path: Path | None, name: str | None, login: int | None,
-                password: str | None, server: str | None, terminal_path: str | None, config_path: Path | None) -> None:  # fmt: skip
+def run_command(
+    app: App,
+    broker_kind: str,
+    sim_path: Path | None,
+    name: str | None,
+    login: int | None,
+    password: str | None,
+    server: str | None,
+    terminal_path: str | None,
+    config_path: Path | None,
+) -> None:
     """Run a leader-capable node until interrupted (Ctrl-C or SIGTERM hand over at once).
 
     Every bot process can run this (or create a dtms.Node itself); one of them leads and manages the trades
@@ -202,28 +211,54 @@ def status_command(app: App, as_json: bool) -> None:
         return
     engine = data["engine"]
     leader = data["leader"] or {}
-    print_table(fields_table("Status", [
-        ("database", data["database"]["path"]),
-        ("database id", data["database"]["id"]),
-        ("monitoring", "active" if data["monitoring_active"] else "NOT ACTIVE"),
-        ("leader", f"{leader.get('name', '-')} (pid {leader.get('pid', '-')}, epoch {leader.get('epoch', '-')})"),
-        ("heartbeat age", leader.get("heartbeat_age_s")),
-        ("halted", data["halted"]),
-        *((("AWAITING PROOF", f"{len(data['awaiting_proof'])} request(s) of an earlier leader (epochs "
-            f"{sorted({a['epoch'] for a in data['awaiting_proof']})}) may still execute: nothing risk-adding is "
-            "sent for their trades; see `dtms fence`"),) if data["awaiting_proof"] else ()),
-        *((("FOREIGN DATABASE", f"{', '.join(data['foreign_databases'])}: nothing risk-adding is sent; "
-            "check, then `dtms foreign ack`"),) if data["foreign_databases"] else ()),
-        ("active trades", data["active_trades"]),
-        ("armed trades", data["armed_trades"]),
-        ("trades by state", data["trades_by_state"]),
-        ("actions last hour", data["actions_last_hour"]),
-        ("trading state", engine.get("trading_state")),
-        ("rails tripped", {k: v for k, v in (engine.get("tripped") or {}).items() if v}),
-        ("checks", engine.get("counters")),
-        ("last tick (trading clock)", engine.get("tick_at")),
-        *(("health", r) for r in data["health"]["reasons"]),
-    ]))  # fmt: skip
+    print_table(
+        fields_table(
+            "Status",
+            [
+                ("database", data["database"]["path"]),
+                ("database id", data["database"]["id"]),
+                ("monitoring", "active" if data["monitoring_active"] else "NOT ACTIVE"),
+                (
+                    "leader",
+                    f"{leader.get('name', '-')} (pid {leader.get('pid', '-')}, epoch {leader.get('epoch', '-')})",
+                ),
+                ("heartbeat age", leader.get("heartbeat_age_s")),
+                ("halted", data["halted"]),
+                *(
+                    (
+                        (
+                            "AWAITING PROOF",
+                            f"{len(data['awaiting_proof'])} request(s) of an earlier leader (epochs "
+                            f"{sorted({a['epoch'] for a in data['awaiting_proof']})}) may still execute: nothing risk-adding is "
+                            "sent for their trades; see `dtms fence`",
+                        ),
+                    )
+                    if data["awaiting_proof"]
+                    else ()
+                ),
+                *(
+                    (
+                        (
+                            "FOREIGN DATABASE",
+                            f"{', '.join(data['foreign_databases'])}: nothing risk-adding is sent; "
+                            "check, then `dtms foreign ack`",
+                        ),
+                    )
+                    if data["foreign_databases"]
+                    else ()
+                ),
+                ("active trades", data["active_trades"]),
+                ("armed trades", data["armed_trades"]),
+                ("trades by state", data["trades_by_state"]),
+                ("actions last hour", data["actions_last_hour"]),
+                ("trading state", engine.get("trading_state")),
+                ("rails tripped", {k: v for k, v in (engine.get("tripped") or {}).items() if v}),
+                ("checks", engine.get("counters")),
+                ("last tick (trading clock)", engine.get("tick_at")),
+                *(("health", r) for r in data["health"]["reasons"]),
+            ],
+        )
+    )
     health = engine.get("data_health") or {}
     if health:
         cols = ["symbol", "ready", "m5_bars", "m15_bars", "gaps", "vwap", "spread_median", "error"]
@@ -269,8 +304,13 @@ def rails_reset_command(app: App) -> None:
 @cli.command("may-modify")
 @click.argument("ticket", type=click.IntRange(1))
 @click.argument("manager")
-@click.option("--action", type=click.Choice(["sl", "trail", "breakeven", "partial_close", "close"]), default="sl",
-              show_default=True, help="What the other manager wants to do.")  # fmt: skip
+@click.option(
+    "--action",
+    type=click.Choice(["sl", "trail", "breakeven", "partial_close", "close"]),
+    default="sl",
+    show_default=True,
+    help="What the other manager wants to do.",
+)
 @json_option
 @pass_app
 def may_modify_command(app: App, ticket: int, manager: str, action: str, as_json: bool) -> None:
@@ -373,10 +413,20 @@ class IntList(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # gener
 )
 @click.option("--entries", "entries_path", type=FilePath(exists=True),
               help="A CSV of entries: time,direction,volume,sl,tp (ISO-8601 UTC times).")  # fmt: skip
-@click.option("--every", type=IntList(ranges=False, minimum=1),
-              help="An entry every N fast-timeframe bars (default 24); a comma list (12,24,48) sweeps.")  # fmt: skip
-@click.option("--seed", "--seeds", "seeds", type=IntList(ranges=True, minimum=0), default="0",
-              show_default=True, help="Seed of the entries' directions; several (1-5, 1,3,7) sweep.")  # fmt: skip
+@click.option(
+    "--every",
+    type=IntList(ranges=False, minimum=1),
+    help="An entry every N fast-timeframe bars (default 24); a comma list (12,24,48) sweeps.",
+)
+@click.option(
+    "--seed",
+    "--seeds",
+    "seeds",
+    type=IntList(ranges=True, minimum=0),
+    default="0",
+    show_default=True,
+    help="Seed of the entries' directions; several (1-5, 1,3,7) sweep.",
+)
 @click.option(
     "--timeframes", help="The engine's fast,slow timeframes for coarse data, e.g. H1,H4 (default M5,M15)."
 )
@@ -393,15 +443,29 @@ class IntList(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # gener
 @config_option
 @json_option
 @click.option("--out", "out_path", type=FilePath(), help="Also write the JSON here.")
-@click.option("--plot", "plot_path", type=FilePath(),
-              help="Draw price, entries/exits, SL path and states to this PNG (needs dtms[plot]).")  # fmt: skip
+@click.option(
+    "--plot",
+    "plot_path",
+    type=FilePath(),
+    help="Draw price, entries/exits, SL path and states to this PNG (needs dtms[plot]).",
+)
 @click.option("--plot-trade", type=click.IntRange(1), help="Plot only this entry (1-based).")
-@click.option("--exact", is_flag=True,
-              help="Run every tick of the live grid (slow; the oracle the default event-driven run matches).")  # fmt: skip
-@click.option("--seconds", "keep_seconds", is_flag=True,
-              help="On coarse timeframes keep time settings in seconds instead of scaling them to the bars.")  # fmt: skip
-@click.option("--jobs", type=click.IntRange(1),
-              help="Worker processes for a sweep (several seeds or --every values; default: every core).")  # fmt: skip
+@click.option(
+    "--exact",
+    is_flag=True,
+    help="Run every tick of the live grid (slow; the oracle the default event-driven run matches).",
+)
+@click.option(
+    "--seconds",
+    "keep_seconds",
+    is_flag=True,
+    help="On coarse timeframes keep time settings in seconds instead of scaling them to the bars.",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(1),
+    help="Worker processes for a sweep (several seeds or --every values; default: every core).",
+)
 def replay_command(bars: Path, symbol: str | None, entries_path: Path | None, every: list[int] | None,
                    seeds: list[int], timeframes: str | None, sl_atr: float, tp_r: float, no_tp: bool,
                    volume: float, balance: float, warmup: int | None, config_path: Path | None, as_json: bool,

@@ -127,9 +127,18 @@ class Engine:
             d = 1 if p.direction == "BUY" else -1
             sl = p.sl if p.sl and d * (p.price_open - p.sl) > 0 else None  # a stop past entry gives no R
             tp = p.tp if p.tp and d * (p.tp - p.price_open) > 0 else None
-            trade = self.store.register_trade(p.ticket, p.symbol, p.direction, p.price_open, p.volume, sl=sl, tp=tp,
-                                              owner=self.config.reconcile.adopt_owner, magic=p.magic or None,
-                                              identifier=p.identifier)  # fmt: skip
+            trade = self.store.register_trade(
+                p.ticket,
+                p.symbol,
+                p.direction,
+                p.price_open,
+                p.volume,
+                sl=sl,
+                tp=tp,
+                owner=self.config.reconcile.adopt_owner,
+                magic=p.magic or None,
+                identifier=p.identifier,
+            )
             self._emit("external_change", now, identifier=trade.identifier, kind="adopted", symbol=p.symbol)
 
     # -- the cycle ------------------------------------------------------------------------------------
@@ -224,12 +233,28 @@ class Engine:
             open_actions = waiting.get(trade.identifier, [])
             quote = self.executor.quote_at(trade.symbol) if open_actions else None
             closed = bool(open_actions) and all(market_closed_since(a, quote) for a in open_actions)
-            trades.append(wk.trade_wake(trade, sym, now, self.config, has_open_actions=bool(open_actions),
-                                        halted=stopped, present=present is not None and trade.identifier in present,
-                                        market_closed=closed))  # fmt: skip
+            trades.append(
+                wk.trade_wake(
+                    trade,
+                    sym,
+                    now,
+                    self.config,
+                    has_open_actions=bool(open_actions),
+                    halted=stopped,
+                    present=present is not None and trade.identifier in present,
+                    market_closed=closed,
+                )
+            )
         news = [self.guard.news_change(s.key, now) for s in self.symbols.values()]
-        return wk.Wake(now, tuple(trades), wk.earliest(news), self.guard.equity_band(), self._last_reconcile, halted,
-                       rails_clear=not self.guard.tripped.get("account"))  # fmt: skip
+        return wk.Wake(
+            now,
+            tuple(trades),
+            wk.earliest(news),
+            self.guard.equity_band(),
+            self._last_reconcile,
+            halted,
+            rails_clear=not self.guard.tripped.get("account"),
+        )
 
     def fast_forward(
         self, epoch: int, last_fast_at: Mapping[int, datetime], last_reconcile: datetime | None
@@ -270,7 +295,9 @@ class Engine:
             return None
         return self._fast(epoch, trade, sym, now, snapshot)
 
-    def _fast(self, epoch: int, trade: Trade, sym: SymbolData, now: datetime, snapshot: dict[int, Position] | None) -> TradeUpdate | None:  # fmt: skip
+    def _fast(
+        self, epoch: int, trade: Trade, sym: SymbolData, now: datetime, snapshot: dict[int, Position] | None
+    ) -> TradeUpdate | None:
         """The fast check (spec §6.3): broker truth, quote, bars, start conditions, timers, triggers."""
         self._counters["fast_checks"] += 1
         eng = trade.engine
@@ -325,8 +352,14 @@ class Engine:
         expired = machine.timer_forces_deep_check(view, now, self.config)
         event = None
         if sym.thresholds is not None:
-            event = cadence.event_trigger(sym.slope(), sym.thresholds.vwap, counter, (tick.bid + tick.ask) / 2,
-                                          eng.get("mid_at_last_deep"), self.config)  # fmt: skip
+            event = cadence.event_trigger(
+                sym.slope(),
+                sym.thresholds.vwap,
+                counter,
+                (tick.bid + tick.ask) / 2,
+                eng.get("mid_at_last_deep"),
+                self.config,
+            )
         due = cadence.deep_due(_at(eng.get("last_deep_at")), now, self.config, just_activated=just_activated,
                                timer_expired=expired, event=event)  # fmt: skip
         state = self.guard.trading_state(trade.symbol)
@@ -339,8 +372,19 @@ class Engine:
             return TradeUpdate(cols, patch)
         return self._deep(epoch, trade, sym, now, tick, view, counter, flip, cols, patch)
 
-    def _deep(self, epoch: int, trade: Trade, sym: SymbolData, now: datetime, tick: Tick, view: machine.TradeView,
-              counter: int, flip: bool, cols: dict[str, Any], patch: dict[str, Any]) -> TradeUpdate | None:  # fmt: skip
+    def _deep(
+        self,
+        epoch: int,
+        trade: Trade,
+        sym: SymbolData,
+        now: datetime,
+        tick: Tick,
+        view: machine.TradeView,
+        counter: int,
+        flip: bool,
+        cols: dict[str, Any],
+        patch: dict[str, Any],
+    ) -> TradeUpdate | None:
         """The deep check: six signals, score, one state-machine step, its actions (spec §4, §5)."""
         evaluation = sym.evaluate(trade.direction, counter, flip)
         if evaluation is None:
@@ -400,7 +444,9 @@ class Engine:
             self.transitions.begin(epoch, fresh, step, now, fresh.score)
         return None
 
-    def _sync(self, trade: Trade, position: Position, cols: dict[str, Any], patch: dict[str, Any], now: datetime) -> None:  # fmt: skip
+    def _sync(
+        self, trade: Trade, position: Position, cols: dict[str, Any], patch: dict[str, Any], now: datetime
+    ) -> None:
         """Broker truth wins for volume, SL, TP and ticket; the initial SL and R never change (spec §8.4)."""
         eps = 1e-9
         if position.volume < trade.volume - eps:
@@ -431,8 +477,9 @@ class Engine:
             return counter, flip
         bars = sym.new_final_m5(last)
         for row in bars:
-            counter = sg.update_cross_counter(counter, float(row["close"]), sym.vwap.series.get(int(row["time"])),
-                                              trade.direction)  # fmt: skip
+            counter = sg.update_cross_counter(
+                counter, float(row["close"]), sym.vwap.series.get(int(row["time"])), trade.direction
+            )
         if len(bars):
             patch["last_cross_bar"] = int(bars["time"][-1])
         if sym.thresholds is not None:
@@ -442,7 +489,9 @@ class Engine:
         patch.update(vwap_cross_counter=counter, vwap_flip_active=flip)
         return counter, flip
 
-    def _view(self, trade: Trade, sym: SymbolData | None = None, start_bars: list[int | None] | None = None) -> machine.TradeView:  # fmt: skip
+    def _view(
+        self, trade: Trade, sym: SymbolData | None = None, start_bars: list[int | None] | None = None
+    ) -> machine.TradeView:
         """What the state machine reads; `start_bars` are the [fast, slow] bars newest when monitoring started
         (this check's, when it just started)."""
         eng = trade.engine
@@ -490,9 +539,16 @@ class Engine:
                 atr, atr_fast = ev.atr_m15, ev.atr_m5
                 levels = ev.signal(sg.SignalName.STRUCTURE).levels or {}
                 swing_low, swing_high = levels.get("swl"), levels.get("sh")
-        return Context(now=self.now(), trading_state=self.guard.trading_state(trade.symbol), hedging_account=self.guard.hedging,
-                       atr_m15=atr, atr_m5=atr_fast, target_state=target, swing_low=swing_low,
-                       swing_high=swing_high)  # fmt: skip
+        return Context(
+            now=self.now(),
+            trading_state=self.guard.trading_state(trade.symbol),
+            hedging_account=self.guard.hedging,
+            atr_m15=atr,
+            atr_m5=atr_fast,
+            target_state=target,
+            swing_low=swing_low,
+            swing_high=swing_high,
+        )
 
     # -- status ---------------------------------------------------------------------------------------
 

@@ -85,10 +85,15 @@ def leg_identifier(trade: Trade, leg: str) -> int | None:
 def planning_spec(spec: BrokerSymbol) -> plan.SymbolSpec:
     """The planner's view of a broker symbol."""
     return plan.SymbolSpec(
-        point=spec.point, digits=spec.digits, tick_size=spec.tick_size or spec.point, volume_min=spec.volume_min,
-        volume_max=spec.volume_max, volume_step=spec.volume_step, stops_level=spec.stops_level,
+        point=spec.point,
+        digits=spec.digits,
+        tick_size=spec.tick_size or spec.point,
+        volume_min=spec.volume_min,
+        volume_max=spec.volume_max,
+        volume_step=spec.volume_step,
+        stops_level=spec.stops_level,
         freeze_level=spec.freeze_level,
-    )  # fmt: skip
+    )
 
 
 #: See `Executor.run`: given the action and its resolved result, the writes to commit with its outcome.
@@ -278,8 +283,15 @@ class Executor:
             if forced_fallback is not None:
                 decision = plan.hedge_fallback(snap, spec, cfg, forced_fallback)
             else:
-                decision = plan.plan_hedge(snap, quote, spec, ctx.atr_m15, cfg, hedging_account=ctx.hedging_account,
-                                           trading_active=ctx.trading_state is TradingState.ACTIVE)  # fmt: skip
+                decision = plan.plan_hedge(
+                    snap,
+                    quote,
+                    spec,
+                    ctx.atr_m15,
+                    cfg,
+                    hedging_account=ctx.hedging_account,
+                    trading_active=ctx.trading_state is TradingState.ACTIVE,
+                )
         elif kind is ActionType.RE_ADD_POSITION:
             decision = plan.plan_re_add(
                 snap, spec, cfg, trading_active=ctx.trading_state is TradingState.ACTIVE

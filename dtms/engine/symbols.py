@@ -205,8 +205,16 @@ class SymbolData:
         hit = self._cache.get(key)
         if hit is None:
             view = sg.VwapView(self.vwap.value, self.slope(), counter, flip)
-            hit = sg.evaluate(self.m5.final(), self.m15.final(), direction, self.regime, self.thresholds, view,
-                              None, self.config)  # fmt: skip
+            hit = sg.evaluate(
+                self.m5.final(),
+                self.m15.final(),
+                direction,
+                self.regime,
+                self.thresholds,
+                view,
+                None,
+                self.config,
+            )
             self._cache[key] = hit
         return hit
 

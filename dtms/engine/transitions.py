@@ -24,9 +24,18 @@ log = logging.getLogger(__name__)
 FINAL: Final = frozenset({ActionStatus.DONE, ActionStatus.SKIPPED, ActionStatus.FAILED})
 #: Skips that still let the state change: the defensive intent is met or cannot apply (spec §8.3).
 VALID_SKIPS: Final = frozenset(
-    {"already tighter", "frozen", "below_min", "not_owner", "position_gone", "hedge_mode_reduced", "R unknown",
-     "no_leg", "gated"}
-)  # fmt: skip
+    {
+        "already tighter",
+        "frozen",
+        "below_min",
+        "not_owner",
+        "position_gone",
+        "hedge_mode_reduced",
+        "R unknown",
+        "no_leg",
+        "gated",
+    }
+)
 #: close_all legs are retried on every check (never abandoned); an alert is raised at this failure count.
 CLOSE_ALERT_AFTER: Final = 3
 
@@ -38,7 +47,13 @@ def _iso(value: datetime | None) -> str | None:
 class Transitions:
     """Begins and drives transitions for the engine; the state changes only with the primary outcome."""
 
-    def __init__(self, store: Store, executor: Executor, notifier: Notifier, context: Callable[[Trade, TradeState | None], Context]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        store: Store,
+        executor: Executor,
+        notifier: Notifier,
+        context: Callable[[Trade, TradeState | None], Context],
+    ) -> None:
         self.store = store
         self.executor = executor
         self.notifier = notifier
@@ -82,8 +97,19 @@ class Transitions:
         if begun is None:
             return None
         transition_id, _ = begun
-        self._emit("state_transition", now, trade, **{"from": step.from_state.value, "to": step.new_state.value,
-                   "reason": step.reason, "score": score, "transition_id": transition_id, "status": "pending"})  # fmt: skip
+        self._emit(
+            "state_transition",
+            now,
+            trade,
+            **{
+                "from": step.from_state.value,
+                "to": step.new_state.value,
+                "reason": step.reason,
+                "score": score,
+                "transition_id": transition_id,
+                "status": "pending",
+            },
+        )
         self.drive(epoch, transition_id, now)
         return transition_id
 
@@ -162,8 +188,15 @@ class Transitions:
             self._emit("alert", ctx.now, trade, kind="awaiting_proof", action_id=action.action_id,
                        action_type=action.action_type, epoch=action.epoch)  # fmt: skip
         if result.resolved:
-            self._emit("action", ctx.now, trade, action_type=action.action_type, leg=action.leg,
-                       status=result.status.value, detail=result.detail.get("reason") or result.detail.get("text"))  # fmt: skip
+            self._emit(
+                "action",
+                ctx.now,
+                trade,
+                action_type=action.action_type,
+                leg=action.leg,
+                status=result.status.value,
+                detail=result.detail.get("reason") or result.detail.get("text"),
+            )
         return result
 
     @staticmethod
@@ -188,10 +221,14 @@ class Transitions:
             if failures == CLOSE_ALERT_AFTER:
                 self._emit("alert", now, trade, kind="leg_close_failed", leg=leg, error=rows[-1].error)
             self.store.journal_intent(
-                epoch, identifier=trade.identifier, idempotency_key=f"{tr['transition_id']}:{leg}:retry{failures}",
-                leg=leg, action_type=ActionType.CLOSE_ALL.value, params={"primary": True},
+                epoch,
+                identifier=trade.identifier,
+                idempotency_key=f"{tr['transition_id']}:{leg}:retry{failures}",
+                leg=leg,
+                action_type=ActionType.CLOSE_ALL.value,
+                params={"primary": True},
                 transition_id=tr["transition_id"],
-            )  # fmt: skip
+            )
             retrying = True
         if retrying:
             return "pending"
@@ -219,8 +256,16 @@ class Transitions:
                    "reason": tr["reason"], "score": tr["score"], "transition_id": tr["transition_id"],
                    "status": "applied"})  # fmt: skip
 
-    def _update(self, tr: dict[str, Any], trade: Trade, primary_type: str | None, status: ActionStatus | None,
-                result: dict[str, Any], now: datetime, close_reason: str | None = None) -> TradeUpdate:  # fmt: skip
+    def _update(
+        self,
+        tr: dict[str, Any],
+        trade: Trade,
+        primary_type: str | None,
+        status: ActionStatus | None,
+        result: dict[str, Any],
+        now: datetime,
+        close_reason: str | None = None,
+    ) -> TradeUpdate:
         """The trade's new state, timers, legs and volumes once the primary action is resolved (reads the
         broker)."""
         target = TradeState(tr["to_state"])

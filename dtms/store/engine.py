@@ -15,10 +15,24 @@ from dtms.store.journal import _ACTION_COLUMNS, JournalMixin, action_from_row
 #: The trade columns the engine may set. Column names are never taken from input: only from this set.
 ENGINE_COLUMNS: Final = frozenset(
     {
-        "ticket", "volume", "initial_volume", "closed_volume", "sl", "tp", "r", "r_source", "state", "state_at",
-        "score", "armed", "activated_at", "activation_reason", "closed_at", "close_reason",
+        "ticket",
+        "volume",
+        "initial_volume",
+        "closed_volume",
+        "sl",
+        "tp",
+        "r",
+        "r_source",
+        "state",
+        "state_at",
+        "score",
+        "armed",
+        "activated_at",
+        "activation_reason",
+        "closed_at",
+        "close_reason",
     }
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True)
@@ -88,14 +102,33 @@ class EngineMixin(JournalMixin):
             conn.execute(
                 "INSERT INTO transitions (identifier, at, from_state, to_state, reason, score, epoch, status, detail) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
-                (identifier, now, TradeState(from_state).value, TradeState(to_state).value, reason, score, epoch,
-                 dumps(dict(detail or {}))),
-            )  # fmt: skip
+                (
+                    identifier,
+                    now,
+                    TradeState(from_state).value,
+                    TradeState(to_state).value,
+                    reason,
+                    score,
+                    epoch,
+                    dumps(dict(detail or {})),
+                ),
+            )
             transition_id = conn.last_insert_rowid()
             intents = []
             for seq, (leg, action_type, params) in enumerate(actions):
-                intents.append(self._insert_intent(conn, epoch, identifier, transition_id, f"{transition_id}:{seq}",
-                                                   leg, action_type, params, now))  # fmt: skip
+                intents.append(
+                    self._insert_intent(
+                        conn,
+                        epoch,
+                        identifier,
+                        transition_id,
+                        f"{transition_id}:{seq}",
+                        leg,
+                        action_type,
+                        params,
+                        now,
+                    )
+                )
             conn.execute(
                 "UPDATE trades SET engine = json_patch(engine, ?), updated_at = ? WHERE identifier = ?",
                 (dumps({**(engine or {}), "pending_transition": transition_id}), now, identifier),

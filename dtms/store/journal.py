@@ -52,8 +52,9 @@ class JournalMixin(StoreCore):
         """
         now = iso(self.clock.utc_now())
         with self.fenced(epoch), self._write() as conn:
-            return self._insert_intent(conn, epoch, identifier, transition_id, idempotency_key, leg, action_type,
-                                       params or {}, now)  # fmt: skip
+            return self._insert_intent(
+                conn, epoch, identifier, transition_id, idempotency_key, leg, action_type, params or {}, now
+            )
 
     def _insert_intent(
         self, conn: Any, epoch: int, identifier: int, transition_id: int | None, key: str, leg: str,

@@ -115,9 +115,19 @@ class LeasesMixin(StoreCore):
             conn.execute(
                 "INSERT INTO lease_history (name, epoch, holder_name, host, pid, proc_start, boot_id, token, "
                 "acquired_at, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (name, epoch, holder.name, holder.host, holder.pid, holder.proc_start, holder.boot_id, holder.token,
-                 wall, reason),
-            )  # fmt: skip
+                (
+                    name,
+                    epoch,
+                    holder.name,
+                    holder.host,
+                    holder.pid,
+                    holder.proc_start,
+                    holder.boot_id,
+                    holder.token,
+                    wall,
+                    reason,
+                ),
+            )
         return epoch, reason
 
     def renew_lease(
