@@ -220,7 +220,8 @@ def status_command(app: App, as_json: bool) -> None:
                 ("monitoring", "active" if data["monitoring_active"] else "NOT ACTIVE"),
                 (
                     "leader",
-                    f"{leader.get('name', '-')} (pid {leader.get('pid', '-')}, epoch {leader.get('epoch', '-')})",
+                    f"{leader.get('name', '-')} (pid {leader.get('pid', '-')}, "
+                    f"epoch {leader.get('epoch', '-')})",
                 ),
                 ("heartbeat age", leader.get("heartbeat_age_s")),
                 ("halted", data["halted"]),
@@ -229,8 +230,8 @@ def status_command(app: App, as_json: bool) -> None:
                         (
                             "AWAITING PROOF",
                             f"{len(data['awaiting_proof'])} request(s) of an earlier leader (epochs "
-                            f"{sorted({a['epoch'] for a in data['awaiting_proof']})}) may still execute: nothing risk-adding is "
-                            "sent for their trades; see `dtms fence`",
+                            f"{sorted({a['epoch'] for a in data['awaiting_proof']})}) may still execute: "
+                            "nothing risk-adding is sent for their trades; see `dtms fence`",
                         ),
                     )
                     if data["awaiting_proof"]

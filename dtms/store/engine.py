@@ -100,7 +100,8 @@ class EngineMixin(JournalMixin):
             if not rows or rows[0]["state"] != TradeState(from_state).value:
                 return None
             conn.execute(
-                "INSERT INTO transitions (identifier, at, from_state, to_state, reason, score, epoch, status, detail) "
+                "INSERT INTO transitions "
+                "(identifier, at, from_state, to_state, reason, score, epoch, status, detail) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
                 (
                     identifier,
@@ -174,8 +175,8 @@ class EngineMixin(JournalMixin):
     def transition(self, transition_id: int) -> dict[str, Any] | None:
         """One transition row with its detail decoded."""
         rows = self._rows(
-            "SELECT transition_id, identifier, at, from_state, to_state, reason, score, epoch, status, detail "
-            "FROM transitions WHERE transition_id = ?",
+            "SELECT transition_id, identifier, at, from_state, to_state, reason, score, epoch, status, "
+            "detail FROM transitions WHERE transition_id = ?",
             (transition_id,),
         )
         if not rows:

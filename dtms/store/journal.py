@@ -12,8 +12,8 @@ from dtms.store.db import StoreCore, dumps, from_iso, iso, query
 from dtms.store.trades import check_id, check_limit
 
 _ACTION_COLUMNS: Final = (
-    "action_id, idempotency_key, transition_id, identifier, leg, action_type, params, status, attempts, epoch, "
-    "request, result, retcode, error, created_at, sent_at, completed_at"
+    "action_id, idempotency_key, transition_id, identifier, leg, action_type, params, status, attempts, "
+    "epoch, request, result, retcode, error, created_at, sent_at, completed_at"
 )
 _FINAL: Final = frozenset({ActionStatus.DONE, ActionStatus.FAILED, ActionStatus.SKIPPED})
 
@@ -62,8 +62,9 @@ class JournalMixin(StoreCore):
     ) -> Action:  # fmt: skip
         """The INTENT insert, inside the caller's fenced transaction (also used by `begin_transition`)."""
         conn.execute(
-            "INSERT INTO actions (idempotency_key, transition_id, identifier, leg, action_type, params, status, "
-            "epoch, created_at) VALUES (?, ?, ?, ?, ?, ?, 'INTENT', ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",
+            "INSERT INTO actions (idempotency_key, transition_id, identifier, leg, action_type, params, "
+            "status, epoch, created_at) VALUES (?, ?, ?, ?, ?, ?, 'INTENT', ?, ?) "
+            "ON CONFLICT (idempotency_key) DO NOTHING",
             (key, transition_id, identifier, leg, action_type, dumps(dict(params)), epoch, now),
         )
         # S608: _ACTION_COLUMNS is a constant column list; the key is a bound parameter.
@@ -97,8 +98,9 @@ class JournalMixin(StoreCore):
         now = iso(self.clock.utc_now())
         with self.fenced(epoch), self._write() as conn:
             conn.execute(
-                "UPDATE actions SET status = ?, result = coalesce(?, result), retcode = coalesce(?, retcode), "
-                "error = coalesce(?, error), completed_at = CASE WHEN ? THEN ? ELSE completed_at END "
+                "UPDATE actions SET status = ?, result = coalesce(?, result), "
+                "retcode = coalesce(?, retcode), error = coalesce(?, error), "
+                "completed_at = CASE WHEN ? THEN ? ELSE completed_at END "
                 "WHERE action_id = ?",
                 (
                     status.value,

@@ -90,7 +90,8 @@ class SettingsMixin(StoreCore):
             for key, value in values.items():
                 query(
                     conn,
-                    "INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE "
+                    "INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (key) DO UPDATE "
                     "SET value = excluded.value, updated_at = excluded.updated_at",
                     (key, dumps(value), now),
                 )

@@ -15,9 +15,9 @@ from dtms.models import MAX_INT64, Trade, TradeRequest, TradeState, Transition
 from dtms.store.db import StoreCore, dumps, from_iso, iso, query
 
 _TRADE_COLUMNS: Final = (
-    "identifier, ticket, symbol, direction, entry_price, initial_volume, volume, closed_volume, initial_sl, sl, "
-    "tp, r, r_source, owner, magic, comment, state, state_at, score, armed, activated_at, activation_reason, "
-    "registered_at, updated_at, closed_at, close_reason, engine"
+    "identifier, ticket, symbol, direction, entry_price, initial_volume, volume, closed_volume, initial_sl, "
+    "sl, tp, r, r_source, owner, magic, comment, state, state_at, score, armed, activated_at, "
+    "activation_reason, registered_at, updated_at, closed_at, close_reason, engine"
 )
 _COLUMN_NAMES: Final = tuple(name.strip() for name in _TRADE_COLUMNS.split(","))
 _TIME_FIELDS: Final = ("state_at", "activated_at", "registered_at", "updated_at", "closed_at")
@@ -172,8 +172,8 @@ class TradesMixin(StoreCore):
         r = abs(req.entry_price - req.sl) if req.sl is not None else None
         conn.execute(
             "INSERT INTO trades (identifier, ticket, symbol, direction, entry_price, initial_volume, volume, "
-            "initial_sl, sl, tp, r, r_source, owner, magic, comment, state, state_at, registered_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'HEALTHY', ?, ?, ?)",
+            "initial_sl, sl, tp, r, r_source, owner, magic, comment, state, state_at, registered_at, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'HEALTHY', ?, ?, ?)",
             (
                 req.position_id,
                 req.ticket,
@@ -319,8 +319,9 @@ class TradesMixin(StoreCore):
                 (now, now, now, reason, trade.identifier),
             )
             conn.execute(
-                "INSERT INTO transitions (identifier, at, from_state, to_state, reason, score, epoch, status, "
-                "detail) VALUES (?, ?, ?, 'CLOSED', ?, ?, NULL, 'applied', ?)",
+                "INSERT INTO transitions "
+                "(identifier, at, from_state, to_state, reason, score, epoch, status, detail) "
+                "VALUES (?, ?, ?, 'CLOSED', ?, ?, NULL, 'applied', ?)",
                 (trade.identifier, now, trade.state.value, reason, trade.score, dumps({"by": "unregister"})),
             )
         return True
