@@ -147,8 +147,14 @@ def _table(store: dtms.Store, notes: list[str]) -> Any:
 
 
 def run(
-    duration: float = 45.0, *, speed: float = 600.0, processes: int = 3, trades: int = 6, keep: bool = False,
-    seed: int = 7, live: bool = True,
+    duration: float = 45.0,
+    *,
+    speed: float = 600.0,
+    processes: int = 3,
+    trades: int = 6,
+    keep: bool = False,
+    seed: int = 7,
+    live: bool = True,
 ) -> DemoResult:
     """Run the demo; returns what happened. Leaves no process behind, and no files unless `keep`."""
     import dtms.sim
@@ -246,7 +252,8 @@ def summary(result: DemoResult) -> str:
         f"trades by state: {dict(sorted(result.trades_by_state.items()))}",
         f"actions by status: {dict(sorted(result.actions_by_status.items()))}",
         "duplicates: none (every done action appears once in the terminal's deal history)"
-        if not result.duplicates else "DUPLICATES: " + "; ".join(result.duplicates),
+        if not result.duplicates
+        else "DUPLICATES: " + "; ".join(result.duplicates),
     ]
     if not result.epochs:
         lines.append("NO LEADER was elected: the bot processes did not start (see the errors above)")

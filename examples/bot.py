@@ -43,8 +43,10 @@ def main() -> None:
         trade = node.store.get_trade(trade.identifier)
         assert trade is not None
         evaluation = trade.engine.get("evaluation", {})
-        print(f"after 200 simulated minutes: state {trade.state}, score {trade.score}, SL {trade.sl}, "
-              f"volume {trade.volume}, activated by {trade.activation_reason}")
+        print(
+            f"after 200 simulated minutes: state {trade.state}, score {trade.score}, SL {trade.sl}, "
+            f"volume {trade.volume}, activated by {trade.activation_reason}"
+        )
         print(f"  {evaluation.get('analysis', 'no deep check yet')}")
         for t in node.store.transitions(trade.identifier):
             print(f"  transition {t.from_state} → {t.to_state}: {t.reason} ({t.status})")

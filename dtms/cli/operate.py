@@ -46,8 +46,11 @@ def load_config(path: Path | None, *, server_time_default: int | None = None) ->
         read_toml(path)
     env = dict(os.environ)
     if server_time_default is not None and "DTMS__BROKER__SERVER_TIME" not in env:
-        probe = Config.load(path, env={k: v for k, v in env.items() if k != "DTMS__BROKER__SERVER_TIME"}) \
-            if path is not None and _file_sets_server_time(path) else None
+        probe = (
+            Config.load(path, env={k: v for k, v in env.items() if k != "DTMS__BROKER__SERVER_TIME"})
+            if path is not None and _file_sets_server_time(path)
+            else None
+        )
         if probe is None:
             env["DTMS__BROKER__SERVER_TIME"] = str(server_time_default)
     return Config.load(path, env=env)
@@ -371,8 +374,6 @@ def demo_command(duration: float, speed: float, processes: int, trades: int, kee
     click.echo(demo.summary(result))
     if not result.ok:
         click.get_current_context().exit(1)
-
-
 
 
 class IntList(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic from click 8.2

@@ -38,6 +38,8 @@ def market_closed_since(action: Action, quote_at: datetime | None) -> bool:
         and quote_at is not None
         and quote_at <= action.sent_at
     )
+
+
 DEFENSIVE: Final = frozenset({TradeState.WARNING_L2, TradeState.HEDGED})
 SL_ACTIONS: Final = frozenset({ActionType.TIGHTEN_SL, ActionType.MOVE_SL_BREAKEVEN, ActionType.TRAIL_SL})
 

@@ -41,8 +41,14 @@ class Guard:
         """The worse of the account's and the symbol's trading state."""
         return rl.worse(self.account_state, self._symbol_states.get(symbol, rl.TradingState.ACTIVE))
 
-    def update(self, epoch: int, now: datetime, halted: bool, open_ids: frozenset[int] | None,
-               symbols: Mapping[str, SymbolData]) -> None:
+    def update(
+        self,
+        epoch: int,
+        now: datetime,
+        halted: bool,
+        open_ids: frozenset[int] | None,
+        symbols: Mapping[str, SymbolData],
+    ) -> None:
         """Daily and hourly loss, consecutive stops (account); news and spread (per symbol) (spec §7)."""
         rails: dict[str, bool] = {}
         try:
