@@ -1,4 +1,5 @@
-"""Clock protocol (wall UTC, boot-clock ms, boot id), the system clock and a manual clock for tests and replay."""
+"""Clock protocol (wall UTC, boot-clock ms, boot id), the system clock and a manual clock for tests and
+replay."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from typing import Final, Protocol
 
 _BOOT_ID_PATH: Final = Path("/proc/sys/kernel/random/boot_id")
 _STAT_PATH: Final = Path("/proc/stat")
-#: How far this process's `wall - boot` may differ from the kernel's boot time (`btime`, whole seconds) before its
-#: boot clock is not trusted as the host's: a time namespace whose /proc is not its own, or libfaketime.
+#: How far this process's `wall - boot` may differ from the kernel's boot time (`btime`, whole seconds) before
+#: its boot clock is not trusted as the host's: a time namespace whose /proc is not its own, or libfaketime.
 BOOT_CLOCK_TOLERANCE_MS: Final = 2_000
 
 
@@ -85,8 +86,9 @@ class SystemClock:
         self._boottime = getattr(time, "CLOCK_BOOTTIME", None) if sys.platform.startswith("linux") else None
         self._boot_id = _read_boot_id() if self._boottime is not None else None
         if self._boot_id is not None and not self._boot_clock_is_the_kernels():
-            # This process's clocks disagree with the kernel's own boot time: its boot clock cannot be compared
-            # with other processes' deadlines, so it uses (and its rows demand) the observed-time rule.
+            # This process's clocks disagree with the kernel's own boot time: its boot clock cannot be
+            # compared with other processes' deadlines, so it uses (and its rows demand) the observed-time
+            # rule.
             self._boot_id = None
 
     def _boot_clock_is_the_kernels(self) -> bool:
@@ -106,7 +108,8 @@ class SystemClock:
 
 
 class ManualClock:
-    """A clock that moves only when told to: `advance(seconds)` moves both clocks, `step_wall` only the wall."""
+    """A clock that moves only when told to: `advance(seconds)` moves both clocks, `step_wall` only the
+    wall."""
 
     def __init__(
         self, start: datetime | None = None, *, boot_ms: int = 1_000_000, boot_id: str | None = "manual-boot"
@@ -156,4 +159,11 @@ def process_start_time(pid: int | None = None) -> int | None:
     return int(fields[19])
 
 
-__all__ = ["BOOT_CLOCK_TOLERANCE_MS", "Clock", "ManualClock", "SystemClock", "clock_offset_ms", "process_start_time"]
+__all__ = [
+    "BOOT_CLOCK_TOLERANCE_MS",
+    "Clock",
+    "ManualClock",
+    "SystemClock",
+    "clock_offset_ms",
+    "process_start_time",
+]

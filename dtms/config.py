@@ -307,8 +307,8 @@ class StructureConfig(_Section):
         if isinstance(data, Mapping) and "choch_buffer" in data:
             raise ValueError(
                 "choch_buffer (a fraction of the swing price) was replaced by choch_buffer_atr (multiples of "
-                "the slow timeframe's ATR, default 0.5): a fixed percentage is 3 ATR on M15 and a fraction of "
-                "one on H4; see docs/configuration.md"
+                "the slow timeframe's ATR, default 0.5): a fixed percentage is 3 ATR on M15 and a fraction "
+                "of one on H4; see docs/configuration.md"
             )
         return data
 
@@ -620,7 +620,8 @@ class Config(_Section):
                     data = tomllib.load(fh)
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"invalid TOML in {path}: {exc}") from exc
-            except (OSError, ValueError) as exc:  # ValueError: a path the OS cannot spell (NUL, lone surrogate)
+            # ValueError: a path the OS cannot spell (NUL, lone surrogate).
+            except (OSError, ValueError) as exc:
                 raise ConfigError(f"cannot read config file {path!r}: {exc}") from exc
         _deep_merge(data, env_overrides(os.environ if env is None else env))
         config = cls.from_mapping(data)

@@ -28,13 +28,20 @@ def _demo_config(tick_s: float) -> dict[str, Any]:
         "broker": {"server_time": 0},
         "loop": {"tick_s": tick_s},
         # NOTE: a 2 s TTL keeps a hung leader's replacement quick in a one-minute demo; crashes need no TTL.
-        "election": {"lease_ttl_s": 2.0, "renew_deadline_s": 1.5, "retry_interval_s": 0.2, "check_interval_s": 0.1,
-                     "send_margin_s": 0.2, "loop_stall_s": 10.0},
-    }  # fmt: skip
+        "election": {
+            "lease_ttl_s": 2.0,
+            "renew_deadline_s": 1.5,
+            "retry_interval_s": 0.2,
+            "check_interval_s": 0.1,
+            "send_margin_s": 0.2,
+            "loop_stall_s": 10.0,
+        },
+    }
 
 
 def _node_process(db: str, sim: str, name: str, opens: int, seed: int, events: Any, tick_s: float) -> None:
-    """One bot process: a leader-capable Node; the first one also opens and registers positions as a follower."""
+    """One bot process: a leader-capable Node; the first one also opens and registers positions as a
+    follower."""
     import logging
 
     import dtms.sim
@@ -61,7 +68,9 @@ def _node_process(db: str, sim: str, name: str, opens: int, seed: int, events: A
         price = tick.ask if side == "BUY" else tick.bid
         distance = max(price * 0.002, 30 * spec.point)
         sl = round(price - distance if side == "BUY" else price + distance, spec.digits)
-        volume = max(spec.volume_min, spec.floor_volume(rng.choice([0.1, 0.2, 0.5]) if symbol == "EURUSD" else 0.1))
+        volume = max(
+            spec.volume_min, spec.floor_volume(rng.choice([0.1, 0.2, 0.5]) if symbol == "EURUSD" else 0.1)
+        )
         out = trader.open(symbol, side, volume, sl=sl, magic=42, comment=f"{name} entry")  # type: ignore[arg-type]
         if out.is_done and out.identifier is not None:
             node.store.register_trade(out.identifier, symbol, side, out.price, out.volume or volume, sl=sl)
@@ -89,7 +98,8 @@ class DemoResult:
 
 
 def duplicates(store: dtms.Store, broker: Any) -> list[str]:
-    """Journal vs terminal: every DONE open/close must appear in the deal history exactly once (by its tag)."""
+    """Journal vs terminal: every DONE open/close must appear in the deal history exactly once (by its
+    tag)."""
     deals = broker.deals(since=None)
     by_comment = Counter(d.comment for d in deals if d.comment.startswith("dtms-"))
     found = []
@@ -109,8 +119,16 @@ def _table(store: dtms.Store, notes: list[str]) -> Any:
     lease = store.lease()
     head = Table.grid(padding=(0, 2))
     if lease is not None and lease.holder is not None:
-        head.add_row("leader", f"[bold]{lease.holder.name}[/] (pid {lease.holder.pid})", "epoch", str(lease.epoch),
-                     "lease", lease.state.value, "transitions", str(lease.transitions))  # fmt: skip
+        head.add_row(
+            "leader",
+            f"[bold]{lease.holder.name}[/] (pid {lease.holder.pid})",
+            "epoch",
+            str(lease.epoch),
+            "lease",
+            lease.state.value,
+            "transitions",
+            str(lease.transitions),
+        )
     else:
         head.add_row("leader", "none yet")
     trades = Table(title="trades", expand=False)
@@ -129,8 +147,14 @@ def _table(store: dtms.Store, notes: list[str]) -> Any:
 
 
 def run(
-    duration: float = 45.0, *, speed: float = 600.0, processes: int = 3, trades: int = 6, keep: bool = False,
-    seed: int = 7, live: bool = True,
+    duration: float = 45.0,
+    *,
+    speed: float = 600.0,
+    processes: int = 3,
+    trades: int = 6,
+    keep: bool = False,
+    seed: int = 7,
+    live: bool = True,
 ) -> DemoResult:
     """Run the demo; returns what happened. Leaves no process behind, and no files unless `keep`."""
     import dtms.sim
@@ -179,15 +203,20 @@ def run(
                             gap = (t - killed[1]) * 1000
                             result.gaps_ms.append(gap)
                             result.failovers += 1
-                            notes.append(f"[green]takeover:[/] {name} leads epoch {epoch}, {gap:.1f} ms after "
-                                         f"{killed[0]} was killed")  # fmt: skip
+                            notes.append(
+                                f"[green]takeover:[/] {name} leads epoch {epoch}, {gap:.1f} ms after "
+                                f"{killed[0]} was killed"
+                            )
                             killed = None
                 if killed is None and time.monotonic() >= kill_at and not result.failovers:
                     lease = store.lease()
                     if lease is not None and lease.holder is not None and lease.holder.name in procs:
                         victim = lease.holder.name
                         killed = (victim, time.monotonic())
-                        os.kill(procs[victim].pid, signal.SIGKILL if hasattr(signal, "SIGKILL") else signal.SIGTERM)
+                        os.kill(
+                            procs[victim].pid,
+                            signal.SIGKILL if hasattr(signal, "SIGKILL") else signal.SIGTERM,
+                        )
                         procs[victim].join(5)
                         notes.append(f"[red]killed the leader[/] {victim} (SIGKILL) at epoch {lease.epoch}")
                         spawn(f"{victim}-2", 0)  # a supervisor would restart it; it comes back as a follower
@@ -223,7 +252,8 @@ def summary(result: DemoResult) -> str:
         f"trades by state: {dict(sorted(result.trades_by_state.items()))}",
         f"actions by status: {dict(sorted(result.actions_by_status.items()))}",
         "duplicates: none (every done action appears once in the terminal's deal history)"
-        if not result.duplicates else "DUPLICATES: " + "; ".join(result.duplicates),
+        if not result.duplicates
+        else "DUPLICATES: " + "; ".join(result.duplicates),
     ]
     if not result.epochs:
         lines.append("NO LEADER was elected: the bot processes did not start (see the errors above)")

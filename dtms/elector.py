@@ -1,4 +1,5 @@
-"""Elector: the lock waiter, the heart (watch + renew + watchdog) and the callback dispatcher of one process."""
+"""Elector: the lock waiter, the heart (watch + renew + watchdog) and the callback dispatcher of one
+process."""
 
 from __future__ import annotations
 
@@ -93,8 +94,14 @@ class Elector:
             boot_id=clock.boot_id(),
             token=secrets.token_hex(8),
         )
-        self._proofs = Fence(store, token=self.holder.token, host=self._host, boot_id=clock.boot_id,
-                             kill=settings.stonith, clock_offset_ms=lambda: clock_offset_ms(clock))  # fmt: skip
+        self._proofs = Fence(
+            store,
+            token=self.holder.token,
+            host=self._host,
+            boot_id=clock.boot_id,
+            kill=settings.stonith,
+            clock_offset_ms=lambda: clock_offset_ms(clock),
+        )
         # Fenced writes of this store need our lease, not just its number; `_generation`: the store's files as
         # of the epoch we lead (see is_leader).
         store.fence_token = self.holder.token
@@ -108,7 +115,7 @@ class Elector:
         self._unlock = threading.Event()  # asks the waiter thread, the lock's only user, to let it go
         self._unlocked = threading.Event()
         self._elected = threading.Condition(self._mu)
-        self._calls: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._calls: queue.SimpleQueue[Callable[[], object] | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._waiter: threading.Thread | None = None  # the election lock's only user
         self._forked = False
@@ -189,7 +196,8 @@ class Elector:
             self._step_down(reason, release=False)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Leave the election. A leader first commits `released`, then unlocks, so a follower leads at once."""
+        """Leave the election. A leader first commits `released`, then unlocks, so a follower leads at
+        once."""
         if self._forked:
             return
         self._stop.set()
@@ -411,8 +419,8 @@ class Elector:
             self._kill_holder(row, "its lease expired while the database stayed locked")
 
     def _disown(self) -> None:
-        """A takeover whose commit was seen after the files changed may have landed: if the row at the path now
-        names us, release it, so nobody waits a TTL for a leader that does not know it leads."""
+        """A takeover whose commit was seen after the files changed may have landed: if the row at the path
+        now names us, release it, so nobody waits a TTL for a leader that does not know it leads."""
         try:
             row = self.store.lease_row()
             if row is not None and row.token == self.holder.token and not row.released:
@@ -422,7 +430,8 @@ class Elector:
             log.warning("dtms: could not check for a takeover made while the files changed", exc_info=True)
 
     def _kill_holder(self, row: LeaseRow, why: str) -> None:
-        """Local STONITH (`election.stonith`, on by default): kill a hung holder on this host and record it."""
+        """Local STONITH (`election.stonith`, on by default): kill a hung holder on this host and record
+        it."""
         if not self.settings.stonith:
             return
         log.warning("dtms: fencing the previous holder %s (pid %s, epoch %d): %s", row.holder_name, row.pid,

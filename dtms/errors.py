@@ -20,7 +20,7 @@ DtmsError(Exception)                                  `except dtms.DtmsError` ca
 │   ├── TradeConflictError(TradeError, ValueError)    same ticket registered with different data
 │   └── InvalidTransitionError(TradeError, ValueError)
 ├── BrokerError(DtmsError)
-│   └── BrokerUnavailableError(BrokerError, ConnectionError)   terminal missing, login failed, algo trading off
+│   └── BrokerUnavailableError(BrokerError, ConnectionError)   terminal missing, login failed, algo off
 ├── DataError(DtmsError, ValueError)                  unreadable or inconsistent bars file
 └── LockFileError(DtmsError, OSError)                 the election lock file cannot be used (e.g. a symlink)
 ```

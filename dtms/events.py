@@ -1,4 +1,5 @@
-"""Typed notification events and the hook registry; the default notifier logs (dtms never configures logging)."""
+"""Typed notification events and the hook registry; the default notifier logs (dtms never configures
+logging)."""
 
 from __future__ import annotations
 
@@ -34,11 +35,15 @@ class Event:
         """A one-line human rendering."""
         f = self.fields
         if self.kind == "state_transition":
-            return (f"DTMS: {f.get('symbol')} #{f.get('identifier')} {f.get('from')} → {f.get('to')} "
-                    f"({f.get('reason')}, score {f.get('score')}) {f.get('status', '')}").rstrip()  # fmt: skip
+            return (
+                f"DTMS: {f.get('symbol')} #{f.get('identifier')} {f.get('from')} → {f.get('to')} "
+                f"({f.get('reason')}, score {f.get('score')}) {f.get('status', '')}"
+            ).rstrip()
         if self.kind == "action":
-            return (f"DTMS: {f.get('action_type')} on {f.get('symbol')} #{f.get('identifier')}: {f.get('status')}"
-                    f"{' — ' + str(f['detail']) if f.get('detail') else ''}")  # fmt: skip
+            return (
+                f"DTMS: {f.get('action_type')} on {f.get('symbol')} #{f.get('identifier')}: {f.get('status')}"
+                f"{' — ' + str(f['detail']) if f.get('detail') else ''}"
+            )
         return f"DTMS {self.kind}: " + ", ".join(f"{k}={v}" for k, v in sorted(f.items()))
 
 
@@ -65,7 +70,9 @@ class Notifier:
                     break
                 except Exception:
                     level = logging.ERROR if attempt == self.attempts else logging.WARNING
-                    log.log(level, "dtms: notification hook %r failed (attempt %d)", hook, attempt, exc_info=True)
+                    log.log(
+                        level, "dtms: notification hook %r failed (attempt %d)", hook, attempt, exc_info=True
+                    )
 
 
 __all__ = ["Event", "EventKind", "Hook", "Notifier", "log_event"]

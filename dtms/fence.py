@@ -24,7 +24,6 @@ import os
 import select
 import signal
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
@@ -139,8 +138,17 @@ class Fence:
         kill: whether to kill a live holder to obtain proof (`election.stonith`, default on).
     """
 
-    def __init__(self, store: Store, *, token: str, host: str, boot_id: Callable[[], str | None], kill: bool,
-                 clock_offset_ms: Callable[[], int | None] = lambda: None, name: str = ENGINE_LEASE) -> None:  # fmt: skip
+    def __init__(
+        self,
+        store: Store,
+        *,
+        token: str,
+        host: str,
+        boot_id: Callable[[], str | None],
+        kill: bool,
+        clock_offset_ms: Callable[[], int | None] = lambda: None,
+        name: str = ENGINE_LEASE,
+    ) -> None:
         self.store = store
         self.clock_offset_ms = clock_offset_ms
         self.token = token

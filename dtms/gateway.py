@@ -1,4 +1,5 @@
-"""The only path to the broker: fenced intent, then a validity check, then the send, then the fenced outcome."""
+"""The only path to the broker: fenced intent, then a validity check, then the send, then the fenced
+outcome."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ class Leadership(Protocol):
 
 
 class Gateway:
-    """Every broker request goes through here, so none is sent that was not journaled under a valid epoch (I3).
+    """Every broker request goes through here, so none is sent that was not journaled under a valid epoch
+    (I3).
 
     1. `intent(...)` commits the INTENT row in a fenced transaction (idempotent on its key);
     2. `send(...)` checks, just before sending, that this process still leads with at least `send_margin_s`
@@ -110,7 +112,8 @@ class Gateway:
 
 
 class SoleLeadership:
-    """Leadership for a process that holds the lease alone and is not elected (replay, tests): a fixed epoch."""
+    """Leadership for a process that holds the lease alone and is not elected (replay, tests): a fixed
+    epoch."""
 
     def __init__(self, epoch: int) -> None:
         self._epoch = epoch

@@ -1,4 +1,5 @@
-"""Pure lease rules: who may take over, and until when a holder is valid; no I/O, every time is an argument."""
+"""Pure lease rules: who may take over, and until when a holder is valid; no I/O, every time is an
+argument."""
 
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ class LeaseRow:
 
 
 class StopProof(StrEnum):
-    """How it was proven that an epoch's holder can send nothing more (kill-before-resend, spec/election.md §6)."""
+    """How it was proven that an epoch's holder can send nothing more (kill-before-resend, spec/election.md
+    §6)."""
 
     EXITED = "exited"  # its process is gone: pid plus start time checked on this host and boot
     KILLED = "killed"  # dtms killed it (pidfd, start time checked) and saw it exit
@@ -78,7 +80,8 @@ class Observation:
 
 
 def observe(row: LeaseRow | None, previous: Observation | None, now_ms: int) -> Observation | None:
-    """The observation after reading `row` at `now_ms`: kept while the row is unchanged, restarted otherwise."""
+    """The observation after reading `row` at `now_ms`: kept while the row is unchanged, restarted
+    otherwise."""
     if row is None:
         return None
     if previous is not None and (previous.epoch, previous.renewals) == (row.epoch, row.renewals):
@@ -86,8 +89,8 @@ def observe(row: LeaseRow | None, previous: Observation | None, now_ms: int) -> 
     return Observation(row.epoch, row.renewals, now_ms)
 
 
-#: Two processes sharing one view of time read `wall - boot` within a few ms of each other; past this they do not
-#: share the boot clock (one is in another time namespace, or under libfaketime).
+#: Two processes sharing one view of time read `wall - boot` within a few ms of each other; past this they do
+#: not share the boot clock (one is in another time namespace, or under libfaketime).
 OFFSET_TOLERANCE_MS: Final = 250
 
 
@@ -119,9 +122,8 @@ def from_earlier_boot(
     it took the lease before this kernel booted (`clock_offset_ms` is this boot's wall time of boot): every
     process alive now started after that. A holder whose clock lies (libfaketime) records no boot id.
     """
-    if None in (acquired_at, holder_boot_id, boot_id, clock_offset_ms):
+    if acquired_at is None or holder_boot_id is None or boot_id is None or clock_offset_ms is None:
         return False
-    assert acquired_at is not None and holder_boot_id is not None and boot_id is not None  # noqa: S101  # for mypy
     if holder_boot_id.split("/", 1)[0] == boot_id.split("/", 1)[0]:
         return False  # the same kernel boot (maybe another pid namespace): alive or not, it is not gone
     try:
@@ -141,8 +143,8 @@ def is_expired(
 ) -> bool:
     """True when the holder's lease has run out on a clock that wall-clock steps cannot move (I7).
 
-    A shared boot clock (`shares_boot_clock`): compare it with the stored deadline. Otherwise (another boot id,
-    another view of time, no boot clock on this platform) the observed-time rule: the row must have stayed
+    A shared boot clock (`shares_boot_clock`): compare it with the stored deadline. Otherwise (another boot
+    id, another view of time, no boot clock on this platform) the observed-time rule: the row must have stayed
     unrenewed for a whole TTL on this process's own clock. A foreign clock can thus neither expire a live
     lease at once nor keep a dead one alive.
     """
@@ -206,9 +208,9 @@ def may_take_over(
 __all__ = [
     "EARLIER_BOOT_MARGIN_MS",
     "ENGINE_LEASE",
+    "OFFSET_TOLERANCE_MS",
     "EpochRecord",
     "LeaseRow",
-    "OFFSET_TOLERANCE_MS",
     "Observation",
     "StopProof",
     "TakeoverReason",

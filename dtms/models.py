@@ -124,7 +124,9 @@ class TradeRequest(BaseModel):
     @classmethod
     def _symbol_shape(cls, value: str) -> str:
         if not SYMBOL_PATTERN.fullmatch(value):
-            raise ValueError("must be 1-32 characters: letters, digits and . _ # + - (e.g. EURUSD, XAUUSD.pro)")
+            raise ValueError(
+                "must be 1-32 characters: letters, digits and . _ # + - (e.g. EURUSD, XAUUSD.pro)"
+            )
         return value
 
     @field_validator("owner")

@@ -42,8 +42,8 @@ class Node:
     """Joins the election for a dtms database; leads (runs the engine loop) or follows (reads and registers).
 
     With a `broker` (e.g. `dtms.broker.MT5Broker()`), the leader runs the engine on it; `now` is the trading
-    clock (the simulated terminal's `term.now` in demos and replays, UTC wall time by default); `hooks` receive
-    typed events (the default logs them).
+    clock (the simulated terminal's `term.now` in demos and replays, UTC wall time by default); `hooks`
+    receive typed events (the default logs them).
 
     ```python
     with dtms.Node(dtms.default_db_path(), name="telegram-bot") as node:
@@ -105,8 +105,15 @@ class Node:
         if work is None and broker is not None:
             from dtms.engine.cycle import Engine  # numpy-heavy: only a process that manages trades loads it
 
-            self._work = Engine(self.store, broker, self.gateway, self.config, now=self.now, notifier=self.notifier,
-                                wait=lambda s: self._loop_stop.wait(s))  # fmt: skip
+            self._work = Engine(
+                self.store,
+                broker,
+                self.gateway,
+                self.config,
+                now=self.now,
+                notifier=self.notifier,
+                wait=lambda s: self._loop_stop.wait(s),
+            )
 
     # -- public -----------------------------------------------------------------------------------------
 

@@ -54,7 +54,9 @@ def _open_lock_file(path: Path) -> int:
         if path.is_symlink():
             # A DtmsError (issue 11, point 5) that is still the OSError callers caught before.
             raise LockFileError(
-                exc.errno, f"the election lock file {path} is a symlink: refusing to lock through it", str(path)
+                exc.errno,
+                f"the election lock file {path} is a symlink: refusing to lock through it",
+                str(path),
             ) from exc
         raise
 
@@ -183,9 +185,9 @@ class OSLock(_LockFile):
 _MAGIC: Final = f"dtms robust mutex v1 {platform.machine()} {struct.calcsize('P') * 8}-bit\n".encode()
 _MUTEX_OFFSET: Final = 64  # aligned; glibc's pthread_mutex_t is 40 bytes on x86-64, 48 on arm64
 _MUTEX_SPACE: Final = 256
-#: After the mutex: the boot that initialised it (`<boot id> <kernel boot time, s>`). The mutex lives in a file,
-#: so it outlives a reboot; a thread that held it then died with the kernel, which never marked it dead, and
-#: it would read "locked" forever. A mutex stamped by an earlier boot is initialised afresh.
+#: After the mutex: the boot that initialised it (`<boot id> <kernel boot time, s>`). The mutex lives in a
+#: file, so it outlives a reboot; a thread that held it then died with the kernel, which never marked it dead,
+#: and it would read "locked" forever. A mutex stamped by an earlier boot is initialised afresh.
 _STAMP_OFFSET: Final = _MUTEX_OFFSET + _MUTEX_SPACE
 _STAMP_SPACE: Final = 64
 _MAP_SIZE: Final = 4096

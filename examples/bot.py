@@ -29,20 +29,24 @@ def main() -> None:
         trader = MT5Broker(term)
         trader.connect()
         tick = trader.tick("EURUSD")
-        opened = trader.open("EURUSD", "BUY", 0.5, sl=round(tick.ask - 0.0025, 5), magic=777, comment="my bot")
+        sl = round(tick.ask - 0.0025, 5)
+        opened = trader.open("EURUSD", "BUY", 0.5, sl=sl, magic=777, comment="my bot")
         assert opened.is_done and opened.identifier is not None, opened
-        trade = node.store.register_trade(opened.identifier, "EURUSD", "buy", opened.price, 0.5,
-                                          sl=round(tick.ask - 0.0025, 5), magic=777)  # fmt: skip
-        print(f"registered #{trade.identifier}: {trade.direction} {trade.volume} EURUSD at {trade.entry_price}, "
-              f"R = {trade.r:.5f}, state {trade.state}, armed (monitoring starts at +0.2R, -0.5R or 15 min)")
-        for _ in range(40):  # 40 × 5 simulated minutes
+        trade = node.store.register_trade(opened.identifier, "EURUSD", "buy", opened.price, 0.5, sl=sl,
+                                          magic=777)  # fmt: skip
+        print(f"registered #{trade.identifier}: {trade.direction} {trade.volume} EURUSD at "
+              f"{trade.entry_price}, R = {trade.r:.5f}, state {trade.state}, "
+              "armed (monitoring starts at +0.2R, -0.5R or 15 min)")  # fmt: skip
+        for _ in range(40):  # 40 times 5 simulated minutes
             term.advance(300)
             time.sleep(0.1)  # the leader loop ticks meanwhile
         trade = node.store.get_trade(trade.identifier)
         assert trade is not None
         evaluation = trade.engine.get("evaluation", {})
-        print(f"after 200 simulated minutes: state {trade.state}, score {trade.score}, SL {trade.sl}, "
-              f"volume {trade.volume}, activated by {trade.activation_reason}")
+        print(
+            f"after 200 simulated minutes: state {trade.state}, score {trade.score}, SL {trade.sl}, "
+            f"volume {trade.volume}, activated by {trade.activation_reason}"
+        )
         print(f"  {evaluation.get('analysis', 'no deep check yet')}")
         for t in node.store.transitions(trade.identifier):
             print(f"  transition {t.from_state} → {t.to_state}: {t.reason} ({t.status})")

@@ -17,8 +17,10 @@ def bot(path: str, name: str, events: Any) -> None:
     """A bot process: join the election and report when it starts leading."""
     import dtms
 
-    node = dtms.Node(path, name=name, on_started_leading=lambda epoch: events.put((name, os.getpid(), epoch,
-                                                                                   time.monotonic())))  # fmt: skip
+    def started(epoch: int) -> None:
+        events.put((name, os.getpid(), epoch, time.monotonic()))
+
+    node = dtms.Node(path, name=name, on_started_leading=started)
     node.start()
     time.sleep(3600)
 
@@ -29,7 +31,9 @@ def main() -> None:
     ctx = mp.get_context("spawn")  # the same on Linux and Windows
     path = os.path.join(tempfile.mkdtemp(prefix="dtms-failover-"), "dtms.db")
     events: Any = ctx.Queue()
-    procs = {name: ctx.Process(target=bot, args=(path, name, events), daemon=True) for name in ("telegram", "api")}
+    procs = {
+        name: ctx.Process(target=bot, args=(path, name, events), daemon=True) for name in ("telegram", "api")
+    }
     try:
         for p in procs.values():
             p.start()

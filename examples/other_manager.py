@@ -22,7 +22,8 @@ ME = "universal"  # this manager's name, as configured in ownership.managers
 
 def ask(store: dtms.Store, ticket: int) -> str:
     answers = {a: store.may_modify(ticket, ME, a) for a in ("trail", "breakeven", "partial_close")}
-    return f"dtms_state={store.dtms_state(ticket)}: " + ", ".join(f"{a} {'yes' if ok else 'no'}" for a, ok in answers.items())
+    verdicts = ", ".join(f"{a} {'yes' if ok else 'no'}" for a, ok in answers.items())
+    return f"dtms_state={store.dtms_state(ticket)}: {verdicts}"
 
 
 def main() -> None:

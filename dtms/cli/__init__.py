@@ -61,7 +61,8 @@ class App:
         return dtms.default_db_path(login, server)
 
     def store(self, *, create: bool = False, write: bool = False) -> dtms.Store:
-        """Open the database: read-only unless the command writes (`write=True`) or may create it (`create=True`).
+        """Open the database: read-only unless the command writes (`write=True`) or may create it
+        (`create=True`).
 
         A read-only open changes nothing, refuses a file that is not a dtms database (another application's
         SQLite file, an empty file) with exit 1, and works on a read-only file system (issue 11, point 5).
@@ -383,7 +384,9 @@ def engine_tables(trade: Trade, engine: dict[str, Any]) -> list[Table]:
         rows = [[name, s.get("raw"), s.get("weight"), s.get("reason")] for name, s in signals.items()]
         caption = (f"score {evaluation.get('score')} · {evaluation.get('confluence')} "
                    f"({evaluation.get('confluence_ratio')}) · {evaluation.get('analysis')}")  # fmt: skip
-        out.append(table("Score breakdown (last deep check)", ["signal", "raw", "weight", "reason"], rows, caption))
+        out.append(
+            table("Score breakdown (last deep check)", ["signal", "raw", "weight", "reason"], rows, caption)
+        )
     timers = [
         ("flat timer started", engine.get("flat_timer_started_at")),
         ("recovery timer started", engine.get("recovery_timer_started_at")),
@@ -393,7 +396,10 @@ def engine_tables(trade: Trade, engine: dict[str, Any]) -> list[Table]:
         ("VWAP cross counter", engine.get("vwap_cross_counter")),
         ("VWAP flip active", engine.get("vwap_flip_active")),
         ("regime", evaluation.get("regime")),
-        ("warnings", {k: v.get("count") for k, v in (engine.get("warnings") or {}).items() if v.get("count")}),
+        (
+            "warnings",
+            {k: v.get("count") for k, v in (engine.get("warnings") or {}).items() if v.get("count")},
+        ),
         ("hedge", engine.get("hedge")),
         ("re-add legs", engine.get("readds")),
         ("pending transition", engine.get("pending_transition")),

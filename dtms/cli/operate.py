@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Console
 
 import dtms
 from dtms.cli import (
@@ -29,7 +30,6 @@ from dtms.config import Config
 from dtms.engine import foreign
 from dtms.store import summary
 from dtms.store.db import DIR_MODE
-from rich.console import Console
 
 config_option = click.option(
     "--config", "config_path", type=FilePath(exists=True), envvar="DTMS_CONFIG",
@@ -46,15 +46,19 @@ def load_config(path: Path | None, *, server_time_default: int | None = None) ->
         read_toml(path)
     env = dict(os.environ)
     if server_time_default is not None and "DTMS__BROKER__SERVER_TIME" not in env:
-        probe = Config.load(path, env={k: v for k, v in env.items() if k != "DTMS__BROKER__SERVER_TIME"}) \
-            if path is not None and _file_sets_server_time(path) else None
+        probe = (
+            Config.load(path, env={k: v for k, v in env.items() if k != "DTMS__BROKER__SERVER_TIME"})
+            if path is not None and _file_sets_server_time(path)
+            else None
+        )
         if probe is None:
             env["DTMS__BROKER__SERVER_TIME"] = str(server_time_default)
     return Config.load(path, env=env)
 
 
 def read_toml(path: Path) -> dict[str, Any]:
-    """The TOML file's data; `click.BadParameter` (exit 2) when it cannot be read, is not UTF-8 or not TOML."""
+    """The TOML file's data; `click.BadParameter` (exit 2) when it cannot be read, is not UTF-8 or not
+    TOML."""
     import tomllib
 
     hint = "'--config' / DTMS_CONFIG"
@@ -96,13 +100,24 @@ def make_private_dirs(directory: Path) -> None:
               help="The simulated terminal file (created if missing) for --broker sim.")  # fmt: skip
 @click.option("--name", default=None, help="This process's name in the lease (default: host and pid).")
 @click.option("--login", type=int, help="MetaTrader 5 account (--broker mt5).")
-@click.option("--password", envvar="DTMS_MT5_PASSWORD", show_envvar=True, help="Account password (--broker mt5).")
+@click.option(
+    "--password", envvar="DTMS_MT5_PASSWORD", show_envvar=True, help="Account password (--broker mt5)."
+)
 @click.option("--server", help="Broker server name (--broker mt5).")
 @click.option("--terminal", "terminal_path", help="Path of terminal64.exe (--broker mt5).")
 @config_option
 @pass_app
-def run_command(app: App, broker_kind: str, sim_path: Path | None, name: str | None, login: int | None,
-                password: str | None, server: str | None, terminal_path: str | None, config_path: Path | None) -> None:  # fmt: skip
+def run_command(
+    app: App,
+    broker_kind: str,
+    sim_path: Path | None,
+    name: str | None,
+    login: int | None,
+    password: str | None,
+    server: str | None,
+    terminal_path: str | None,
+    config_path: Path | None,
+) -> None:
     """Run a leader-capable node until interrupted (Ctrl-C or SIGTERM hand over at once).
 
     Every bot process can run this (or create a dtms.Node itself); one of them leads and manages the trades
@@ -169,8 +184,15 @@ def status_data(store: dtms.Store) -> dict[str, Any]:
         "halted": bool(store.setting("trading.halted", False)),
         "foreign_databases": foreign.pending(store),
         # Requests an earlier leader sent that wait for proof it can send no more (`dtms fence`).
-        "awaiting_proof": [{"action_id": a.action_id, "identifier": a.identifier, "action_type": a.action_type,
-                            "epoch": a.epoch} for a in store.awaiting_proof()],  # fmt: skip
+        "awaiting_proof": [
+            {
+                "action_id": a.action_id,
+                "identifier": a.identifier,
+                "action_type": a.action_type,
+                "epoch": a.epoch,
+            }
+            for a in store.awaiting_proof()
+        ],
         "active_trades": sum(by_state.values()),
         "armed_trades": summary.armed_trades(store),
         "trades_by_state": by_state,
@@ -192,32 +214,61 @@ def status_command(app: App, as_json: bool) -> None:
         return
     engine = data["engine"]
     leader = data["leader"] or {}
-    print_table(fields_table("Status", [
-        ("database", data["database"]["path"]),
-        ("database id", data["database"]["id"]),
-        ("monitoring", "active" if data["monitoring_active"] else "NOT ACTIVE"),
-        ("leader", f"{leader.get('name', '-')} (pid {leader.get('pid', '-')}, epoch {leader.get('epoch', '-')})"),
-        ("heartbeat age", leader.get("heartbeat_age_s")),
-        ("halted", data["halted"]),
-        *((("AWAITING PROOF", f"{len(data['awaiting_proof'])} request(s) of an earlier leader (epochs "
-            f"{sorted({a['epoch'] for a in data['awaiting_proof']})}) may still execute: nothing risk-adding is "
-            "sent for their trades; see `dtms fence`"),) if data["awaiting_proof"] else ()),
-        *((("FOREIGN DATABASE", f"{', '.join(data['foreign_databases'])}: nothing risk-adding is sent; "
-            "check, then `dtms foreign ack`"),) if data["foreign_databases"] else ()),
-        ("active trades", data["active_trades"]),
-        ("armed trades", data["armed_trades"]),
-        ("trades by state", data["trades_by_state"]),
-        ("actions last hour", data["actions_last_hour"]),
-        ("trading state", engine.get("trading_state")),
-        ("rails tripped", {k: v for k, v in (engine.get("tripped") or {}).items() if v}),
-        ("checks", engine.get("counters")),
-        ("last tick (trading clock)", engine.get("tick_at")),
-        *(("health", r) for r in data["health"]["reasons"]),
-    ]))  # fmt: skip
+    print_table(
+        fields_table(
+            "Status",
+            [
+                ("database", data["database"]["path"]),
+                ("database id", data["database"]["id"]),
+                ("monitoring", "active" if data["monitoring_active"] else "NOT ACTIVE"),
+                (
+                    "leader",
+                    f"{leader.get('name', '-')} (pid {leader.get('pid', '-')}, "
+                    f"epoch {leader.get('epoch', '-')})",
+                ),
+                ("heartbeat age", leader.get("heartbeat_age_s")),
+                ("halted", data["halted"]),
+                *(
+                    (
+                        (
+                            "AWAITING PROOF",
+                            f"{len(data['awaiting_proof'])} request(s) of an earlier leader (epochs "
+                            f"{sorted({a['epoch'] for a in data['awaiting_proof']})}) may still execute: "
+                            "nothing risk-adding is sent for their trades; see `dtms fence`",
+                        ),
+                    )
+                    if data["awaiting_proof"]
+                    else ()
+                ),
+                *(
+                    (
+                        (
+                            "FOREIGN DATABASE",
+                            f"{', '.join(data['foreign_databases'])}: nothing risk-adding is sent; "
+                            "check, then `dtms foreign ack`",
+                        ),
+                    )
+                    if data["foreign_databases"]
+                    else ()
+                ),
+                ("active trades", data["active_trades"]),
+                ("armed trades", data["armed_trades"]),
+                ("trades by state", data["trades_by_state"]),
+                ("actions last hour", data["actions_last_hour"]),
+                ("trading state", engine.get("trading_state")),
+                ("rails tripped", {k: v for k, v in (engine.get("tripped") or {}).items() if v}),
+                ("checks", engine.get("counters")),
+                ("last tick (trading clock)", engine.get("tick_at")),
+                *(("health", r) for r in data["health"]["reasons"]),
+            ],
+        )
+    )
     health = engine.get("data_health") or {}
     if health:
         cols = ["symbol", "ready", "m5_bars", "m15_bars", "gaps", "vwap", "spread_median", "error"]
-        print_table(table("Data health", cols, [[s, *(h.get(c) for c in cols[1:])] for s, h in health.items()]))
+        print_table(
+            table("Data health", cols, [[s, *(h.get(c) for c in cols[1:])] for s, h in health.items()])
+        )
 
 
 @cli.command("halt")
@@ -257,8 +308,13 @@ def rails_reset_command(app: App) -> None:
 @cli.command("may-modify")
 @click.argument("ticket", type=click.IntRange(1))
 @click.argument("manager")
-@click.option("--action", type=click.Choice(["sl", "trail", "breakeven", "partial_close", "close"]), default="sl",
-              show_default=True, help="What the other manager wants to do.")  # fmt: skip
+@click.option(
+    "--action",
+    type=click.Choice(["sl", "trail", "breakeven", "partial_close", "close"]),
+    default="sl",
+    show_default=True,
+    help="What the other manager wants to do.",
+)
 @json_option
 @pass_app
 def may_modify_command(app: App, ticket: int, manager: str, action: str, as_json: bool) -> None:
@@ -267,7 +323,9 @@ def may_modify_command(app: App, ticket: int, manager: str, action: str, as_json
         allowed = store.may_modify(ticket, manager, action)  # type: ignore[arg-type]
         state = store.dtms_state(ticket)
     if as_json:
-        print_json({"ticket": ticket, "manager": manager, "action": action, "allowed": allowed, "dtms_state": state})
+        print_json(
+            {"ticket": ticket, "manager": manager, "action": action, "allowed": allowed, "dtms_state": state}
+        )
     else:
         click.echo(f"{'yes' if allowed else 'no'} (dtms_state: {state or 'not managed'})")
     if not allowed:
@@ -318,8 +376,6 @@ def demo_command(duration: float, speed: float, processes: int, trades: int, kee
         click.get_current_context().exit(1)
 
 
-
-
 class IntList(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic from click 8.2
     """Integers as `3`, `1,3,7` and, with `ranges`, `1-5` (inclusive; mixed: `1-3,7`), each >= `minimum`."""
 
@@ -331,7 +387,9 @@ class IntList(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # gener
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> list[int]:
         if isinstance(value, list):
             return value
-        shape = ", a range A-B or a comma list of them (1-3,7)" if self.ranges else " or a comma list (12,24,48)"
+        shape = (
+            ", a range A-B or a comma list of them (1-3,7)" if self.ranges else " or a comma list (12,24,48)"
+        )
         out: list[int] = []
         for part in str(value).split(","):
             first, dash, last = part.strip().partition("-") if self.ranges else (part.strip(), "", "")
@@ -352,14 +410,28 @@ class IntList(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # gener
 
 @cli.command("replay")
 @click.argument("bars", type=FilePath(exists=True))
-@click.option("--symbol", help="The symbol (default: the file name's first part, as MetaTrader names exports).")
+@click.option(
+    "--symbol", help="The symbol (default: the file name's first part, as MetaTrader names exports)."
+)
 @click.option("--entries", "entries_path", type=FilePath(exists=True),
               help="A CSV of entries: time,direction,volume,sl,tp (ISO-8601 UTC times).")  # fmt: skip
-@click.option("--every", type=IntList(ranges=False, minimum=1),
-              help="An entry every N fast-timeframe bars (default 24); a comma list (12,24,48) sweeps.")  # fmt: skip
-@click.option("--seed", "--seeds", "seeds", type=IntList(ranges=True, minimum=0), default="0",
-              show_default=True, help="Seed of the entries' directions; several (1-5, 1,3,7) sweep.")  # fmt: skip
-@click.option("--timeframes", help="The engine's fast,slow timeframes for coarse data, e.g. H1,H4 (default M5,M15).")
+@click.option(
+    "--every",
+    type=IntList(ranges=False, minimum=1),
+    help="An entry every N fast-timeframe bars (default 24); a comma list (12,24,48) sweeps.",
+)
+@click.option(
+    "--seed",
+    "--seeds",
+    "seeds",
+    type=IntList(ranges=True, minimum=0),
+    default="0",
+    show_default=True,
+    help="Seed of the entries' directions; several (1-5, 1,3,7) sweep.",
+)
+@click.option(
+    "--timeframes", help="The engine's fast,slow timeframes for coarse data, e.g. H1,H4 (default M5,M15)."
+)
 @click.option("--sl-atr", type=click.FloatRange(0, min_open=True), default=1.5, show_default=True,
               help="Generated entries: SL at this many ATR14 of the slow timeframe.")  # fmt: skip
 @click.option("--tp-r", type=click.FloatRange(0, min_open=True), default=2.0, show_default=True,
@@ -373,15 +445,29 @@ class IntList(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # gener
 @config_option
 @json_option
 @click.option("--out", "out_path", type=FilePath(), help="Also write the JSON here.")
-@click.option("--plot", "plot_path", type=FilePath(),
-              help="Draw price, entries/exits, SL path and states to this PNG (needs dtms[plot]).")  # fmt: skip
+@click.option(
+    "--plot",
+    "plot_path",
+    type=FilePath(),
+    help="Draw price, entries/exits, SL path and states to this PNG (needs dtms[plot]).",
+)
 @click.option("--plot-trade", type=click.IntRange(1), help="Plot only this entry (1-based).")
-@click.option("--exact", is_flag=True,
-              help="Run every tick of the live grid (slow; the oracle the default event-driven run matches).")  # fmt: skip
-@click.option("--seconds", "keep_seconds", is_flag=True,
-              help="On coarse timeframes keep time settings in seconds instead of scaling them to the bars.")  # fmt: skip
-@click.option("--jobs", type=click.IntRange(1),
-              help="Worker processes for a sweep (several seeds or --every values; default: every core).")  # fmt: skip
+@click.option(
+    "--exact",
+    is_flag=True,
+    help="Run every tick of the live grid (slow; the oracle the default event-driven run matches).",
+)
+@click.option(
+    "--seconds",
+    "keep_seconds",
+    is_flag=True,
+    help="On coarse timeframes keep time settings in seconds instead of scaling them to the bars.",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(1),
+    help="Worker processes for a sweep (several seeds or --every values; default: every core).",
+)
 def replay_command(bars: Path, symbol: str | None, entries_path: Path | None, every: list[int] | None,
                    seeds: list[int], timeframes: str | None, sl_atr: float, tp_r: float, no_tp: bool,
                    volume: float, balance: float, warmup: int | None, config_path: Path | None, as_json: bool,

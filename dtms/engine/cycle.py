@@ -29,7 +29,14 @@ from dtms.store import Store, TradeUpdate
 
 log = logging.getLogger(__name__)
 
-DEAL_REASONS = {"sl": "sl", "tp": "tp", "so": "stop_out", "client": "client", "mobile": "client", "web": "client"}
+DEAL_REASONS = {
+    "sl": "sl",
+    "tp": "tp",
+    "so": "stop_out",
+    "client": "client",
+    "mobile": "client",
+    "web": "client",
+}
 
 
 def _at(value: Any) -> datetime | None:
@@ -39,9 +46,10 @@ def _at(value: Any) -> datetime | None:
 class Engine:
     """The leader's work: every `tick` runs the checks that are due, from one trading clock `now()`.
 
-    It is a `dtms.node.LeaderWork`: the Node calls `start(epoch)` when it begins leading, `tick(epoch)` once per
-    loop interval, `stop()` when leading ends. Everything it needs to resume lives in the database.
-    `timeframes` are the (fast, slow) bar timeframes, M5 and M15 by default; replay maps them onto coarser data.
+    It is a `dtms.node.LeaderWork`: the Node calls `start(epoch)` when it begins leading, `tick(epoch)` once
+    per loop interval, `stop()` when leading ends. Everything it needs to resume lives in the database.
+    `timeframes` are the (fast, slow) bar timeframes, M5 and M15 by default; replay maps them onto coarser
+    data.
     """
 
     def __init__(
@@ -83,7 +91,9 @@ class Engine:
         now = self.now()
         self._started_at = now
         self.reconcile(epoch, now)
-        self._emit("engine_started", now, epoch=epoch, active_trades=self.store.count_trades(include_closed=False))
+        self._emit(
+            "engine_started", now, epoch=epoch, active_trades=self.store.count_trades(include_closed=False)
+        )
 
     def stop(self) -> None:
         self._emit("engine_stopped", self.now())
@@ -107,7 +117,7 @@ class Engine:
             log.warning("dtms: no adoption this pass, positions unavailable: %s", exc)
             return
         trades = self.store.list_trades(include_closed=True)
-        known = {t.identifier for t in trades}
+        known: set[int | None] = {t.identifier for t in trades}  # a reduced hedge has no leg, so None
         for t in trades:
             hedge = t.engine.get("hedge") or {}
             known |= {hedge.get("identifier")} | {r.get("identifier") for r in t.engine.get("readds") or []}
@@ -117,9 +127,18 @@ class Engine:
             d = 1 if p.direction == "BUY" else -1
             sl = p.sl if p.sl and d * (p.price_open - p.sl) > 0 else None  # a stop past entry gives no R
             tp = p.tp if p.tp and d * (p.tp - p.price_open) > 0 else None
-            trade = self.store.register_trade(p.ticket, p.symbol, p.direction, p.price_open, p.volume, sl=sl, tp=tp,
-                                              owner=self.config.reconcile.adopt_owner, magic=p.magic or None,
-                                              identifier=p.identifier)  # fmt: skip
+            trade = self.store.register_trade(
+                p.ticket,
+                p.symbol,
+                p.direction,
+                p.price_open,
+                p.volume,
+                sl=sl,
+                tp=tp,
+                owner=self.config.reconcile.adopt_owner,
+                magic=p.magic or None,
+                identifier=p.identifier,
+            )
             self._emit("external_change", now, identifier=trade.identifier, kind="adopted", symbol=p.symbol)
 
     # -- the cycle ------------------------------------------------------------------------------------
@@ -137,7 +156,9 @@ class Engine:
             except BrokerError as exc:  # unknown is not empty: nothing is closed or purged on it (B-FSM-6)
                 log.warning("dtms: positions unavailable: %s", exc)
                 snapshot = None
-            self.guard.update(epoch, now, halted, None if snapshot is None else frozenset(snapshot), self.symbols)
+            self.guard.update(
+                epoch, now, halted, None if snapshot is None else frozenset(snapshot), self.symbols
+            )
             self._hold_if(self.foreign.tripped() if snapshot is None
                           else self.foreign.observe_positions(epoch, now, snapshot.values()))  # fmt: skip
             updates: dict[int, TradeUpdate] = {}
@@ -190,7 +211,9 @@ class Engine:
                 continue
             volatility = sym.regime.volatility if sym.regime else None
             flat = bool(sym.regime and sym.regime.is_flat)
-            dues.append(last + timedelta(seconds=cadence.fast_interval_s(trade.state, volatility, flat, self.config)))
+            dues.append(
+                last + timedelta(seconds=cadence.fast_interval_s(trade.state, volatility, flat, self.config))
+            )
         return cadence.next_due(now, dues, self._last_reconcile, self.config)
 
     def wake(self, now: datetime) -> wk.Wake:
@@ -210,14 +233,32 @@ class Engine:
             open_actions = waiting.get(trade.identifier, [])
             quote = self.executor.quote_at(trade.symbol) if open_actions else None
             closed = bool(open_actions) and all(market_closed_since(a, quote) for a in open_actions)
-            trades.append(wk.trade_wake(trade, sym, now, self.config, has_open_actions=bool(open_actions),
-                                        halted=stopped, present=present is not None and trade.identifier in present,
-                                        market_closed=closed))  # fmt: skip
+            trades.append(
+                wk.trade_wake(
+                    trade,
+                    sym,
+                    now,
+                    self.config,
+                    has_open_actions=bool(open_actions),
+                    halted=stopped,
+                    present=present is not None and trade.identifier in present,
+                    market_closed=closed,
+                )
+            )
         news = [self.guard.news_change(s.key, now) for s in self.symbols.values()]
-        return wk.Wake(now, tuple(trades), wk.earliest(news), self.guard.equity_band(), self._last_reconcile, halted,
-                       rails_clear=not self.guard.tripped.get("account"))  # fmt: skip
+        return wk.Wake(
+            now,
+            tuple(trades),
+            wk.earliest(news),
+            self.guard.equity_band(),
+            self._last_reconcile,
+            halted,
+            rails_clear=not self.guard.tripped.get("account"),
+        )
 
-    def fast_forward(self, epoch: int, last_fast_at: Mapping[int, datetime], last_reconcile: datetime | None) -> None:
+    def fast_forward(
+        self, epoch: int, last_fast_at: Mapping[int, datetime], last_reconcile: datetime | None
+    ) -> None:
         """Record ticks a driver skipped because `wake` proved them idle: when each trade's fast check and the
         reconciliation last ran. Those ticks changed nothing else (that is what idle means)."""
         if last_fast_at:
@@ -244,7 +285,9 @@ class Engine:
             return None
         return self.guard.equity_band()
 
-    def _trade(self, epoch: int, trade: Trade, now: datetime, snapshot: dict[int, Position] | None) -> TradeUpdate | None:  # fmt: skip
+    def _trade(
+        self, epoch: int, trade: Trade, now: datetime, snapshot: dict[int, Position] | None
+    ) -> TradeUpdate | None:
         eng = trade.engine
         pending = eng.get("pending_transition")
         if pending is not None:  # no new evaluation while a transition is unresolved (spec §5.1)
@@ -259,7 +302,9 @@ class Engine:
             return None
         return self._fast(epoch, trade, sym, now, snapshot)
 
-    def _fast(self, epoch: int, trade: Trade, sym: SymbolData, now: datetime, snapshot: dict[int, Position] | None) -> TradeUpdate | None:  # fmt: skip
+    def _fast(
+        self, epoch: int, trade: Trade, sym: SymbolData, now: datetime, snapshot: dict[int, Position] | None
+    ) -> TradeUpdate | None:
         """The fast check (spec §6.3): broker truth, quote, bars, start conditions, timers, triggers."""
         self._counters["fast_checks"] += 1
         eng = trade.engine
@@ -275,7 +320,9 @@ class Engine:
         self._sync(trade, position, cols, patch, now)
         sym.refresh(self.broker, now, self._tick_no)
         tick = self._tick(trade.symbol)
-        spec = self._specs.get(trade.symbol) or self._specs.setdefault(trade.symbol, self.broker.symbol(trade.symbol))
+        spec = self._specs.get(trade.symbol) or self._specs.setdefault(
+            trade.symbol, self.broker.symbol(trade.symbol)
+        )
         finished = sym.record_spread(spread_points(tick.bid, tick.ask, spec.point), now)
         if finished is not None:
             self.store.set_setting(f"spread.{trade.symbol}", sym.hourly_medians, epoch=epoch)
@@ -312,8 +359,14 @@ class Engine:
         expired = machine.timer_forces_deep_check(view, now, self.config)
         event = None
         if sym.thresholds is not None:
-            event = cadence.event_trigger(sym.slope(), sym.thresholds.vwap, counter, (tick.bid + tick.ask) / 2,
-                                          eng.get("mid_at_last_deep"), self.config)  # fmt: skip
+            event = cadence.event_trigger(
+                sym.slope(),
+                sym.thresholds.vwap,
+                counter,
+                (tick.bid + tick.ask) / 2,
+                eng.get("mid_at_last_deep"),
+                self.config,
+            )
         due = cadence.deep_due(_at(eng.get("last_deep_at")), now, self.config, just_activated=just_activated,
                                timer_expired=expired, event=event)  # fmt: skip
         state = self.guard.trading_state(trade.symbol)
@@ -326,8 +379,19 @@ class Engine:
             return TradeUpdate(cols, patch)
         return self._deep(epoch, trade, sym, now, tick, view, counter, flip, cols, patch)
 
-    def _deep(self, epoch: int, trade: Trade, sym: SymbolData, now: datetime, tick: Tick, view: machine.TradeView,
-              counter: int, flip: bool, cols: dict[str, Any], patch: dict[str, Any]) -> TradeUpdate | None:  # fmt: skip
+    def _deep(
+        self,
+        epoch: int,
+        trade: Trade,
+        sym: SymbolData,
+        now: datetime,
+        tick: Tick,
+        view: machine.TradeView,
+        counter: int,
+        flip: bool,
+        cols: dict[str, Any],
+        patch: dict[str, Any],
+    ) -> TradeUpdate | None:
         """The deep check: six signals, score, one state-machine step, its actions (spec §4, §5)."""
         evaluation = sym.evaluate(trade.direction, counter, flip)
         if evaluation is None:
@@ -357,7 +421,8 @@ class Engine:
     # -- pieces ---------------------------------------------------------------------------------------
 
     def _missing(self, epoch: int, trade: Trade, now: datetime, patch: dict[str, Any]) -> TradeUpdate | None:
-        """Not in the bulk list: closed only on a per-identifier answer, twice, 10 s apart, or a closing deal."""
+        """Not in the bulk list: closed only on a per-identifier answer, twice, 10 s apart, or a closing
+        deal."""
         position = self.broker.position(trade.identifier)  # raises on an unknown answer: nothing changes
         if position is not None:
             return TradeUpdate({}, patch)
@@ -367,7 +432,9 @@ class Engine:
             log.warning("dtms: deal history of %d unavailable: %s", trade.identifier, exc)
             deals = []
         first = _at(trade.engine.get("missing_since"))
-        confirmed = first is not None and (now - first).total_seconds() >= self.config.reconcile.missing_interval_s
+        confirmed = (
+            first is not None and (now - first).total_seconds() >= self.config.reconcile.missing_interval_s
+        )
         if not deals and not confirmed:
             patch["missing_since"] = (first or now).isoformat()
             return TradeUpdate({}, patch)
@@ -384,15 +451,21 @@ class Engine:
             self.transitions.begin(epoch, fresh, step, now, fresh.score)
         return None
 
-    def _sync(self, trade: Trade, position: Position, cols: dict[str, Any], patch: dict[str, Any], now: datetime) -> None:  # fmt: skip
+    def _sync(
+        self, trade: Trade, position: Position, cols: dict[str, Any], patch: dict[str, Any], now: datetime
+    ) -> None:
         """Broker truth wins for volume, SL, TP and ticket; the initial SL and R never change (spec §8.4)."""
         eps = 1e-9
         if position.volume < trade.volume - eps:
-            cols.update(volume=position.volume, closed_volume=max(0.0, trade.initial_volume - position.volume))
+            cols.update(
+                volume=position.volume, closed_volume=max(0.0, trade.initial_volume - position.volume)
+            )
             self._emit("external_change", now, identifier=trade.identifier, kind="partial_close",
                        volume=position.volume, previous=trade.volume)  # fmt: skip
         elif position.volume > trade.volume + eps:
-            cols.update(volume=position.volume, initial_volume=trade.initial_volume + position.volume - trade.volume)
+            cols.update(
+                volume=position.volume, initial_volume=trade.initial_volume + position.volume - trade.volume
+            )
         if position.sl != trade.sl:
             cols["sl"] = position.sl
         if position.tp != trade.tp:
@@ -411,16 +484,21 @@ class Engine:
             return counter, flip
         bars = sym.new_final_m5(last)
         for row in bars:
-            counter = sg.update_cross_counter(counter, float(row["close"]), sym.vwap.series.get(int(row["time"])),
-                                              trade.direction)  # fmt: skip
+            counter = sg.update_cross_counter(
+                counter, float(row["close"]), sym.vwap.series.get(int(row["time"])), trade.direction
+            )
         if len(bars):
             patch["last_cross_bar"] = int(bars["time"][-1])
         if sym.thresholds is not None:
-            flip = sg.update_flip_flag(flip, sym.slope(), sym.thresholds.vwap, counter, trade.direction, self.config)
+            flip = sg.update_flip_flag(
+                flip, sym.slope(), sym.thresholds.vwap, counter, trade.direction, self.config
+            )
         patch.update(vwap_cross_counter=counter, vwap_flip_active=flip)
         return counter, flip
 
-    def _view(self, trade: Trade, sym: SymbolData | None = None, start_bars: list[int | None] | None = None) -> machine.TradeView:  # fmt: skip
+    def _view(
+        self, trade: Trade, sym: SymbolData | None = None, start_bars: list[int | None] | None = None
+    ) -> machine.TradeView:
         """What the state machine reads; `start_bars` are the [fast, slow] bars newest when monitoring started
         (this check's, when it just started)."""
         eng = trade.engine
@@ -468,9 +546,16 @@ class Engine:
                 atr, atr_fast = ev.atr_m15, ev.atr_m5
                 levels = ev.signal(sg.SignalName.STRUCTURE).levels or {}
                 swing_low, swing_high = levels.get("swl"), levels.get("sh")
-        return Context(now=self.now(), trading_state=self.guard.trading_state(trade.symbol), hedging_account=self.guard.hedging,
-                       atr_m15=atr, atr_m5=atr_fast, target_state=target, swing_low=swing_low,
-                       swing_high=swing_high)  # fmt: skip
+        return Context(
+            now=self.now(),
+            trading_state=self.guard.trading_state(trade.symbol),
+            hedging_account=self.guard.hedging,
+            atr_m15=atr,
+            atr_m5=atr_fast,
+            target_state=target,
+            swing_low=swing_low,
+            swing_high=swing_high,
+        )
 
     # -- status ---------------------------------------------------------------------------------------
 
@@ -481,8 +566,10 @@ class Engine:
             "tick_at": now.isoformat(),
             "ticks": self._tick_no,
             "halted": halted,
-            "trading_state": {"account": self.guard.account_state.value,
-                              **{s: self.guard.trading_state(s).value for s in self.symbols}},  # fmt: skip
+            "trading_state": {
+                "account": self.guard.account_state.value,
+                **{s: self.guard.trading_state(s).value for s in self.symbols},
+            },
             "tripped": {k: list(v) for k, v in self.guard.tripped.items()},
             "counters": dict(self._counters),
             "data_health": {s: d.health() for s, d in self.symbols.items()},
@@ -500,10 +587,15 @@ def _summary(e: sg.Evaluation) -> dict[str, Any]:
         "confluence": e.confluence.value,
         "confluence_ratio": round(e.confluence_ratio, 4),
         "analysis": e.analysis,
-        "signals": {s.name.value: {"raw": s.raw, "weight": round(e.weights[s.name], 4), "reason": s.reason}
-                    for s in e.signals},  # fmt: skip
-        "regime": {"session": e.regime.session.value, "volatility": e.regime.volatility.value,
-                   "structure": e.regime.structure.value},  # fmt: skip
+        "signals": {
+            s.name.value: {"raw": s.raw, "weight": round(e.weights[s.name], 4), "reason": s.reason}
+            for s in e.signals
+        },
+        "regime": {
+            "session": e.regime.session.value,
+            "volatility": e.regime.volatility.value,
+            "structure": e.regime.structure.value,
+        },
         "thresholds": {"vwap": e.thresholds.vwap, "rsi": e.thresholds.rsi},
         "vwap_flip_active": e.vwap_flip_active,
         "atr_m15": e.atr_m15,

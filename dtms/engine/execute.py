@@ -1,4 +1,5 @@
-"""Executor: one journaled action through the pre-send check, the gateway and the broker; and reconciliation."""
+"""Executor: one journaled action through the pre-send check, the gateway and the broker; and
+reconciliation."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
 from dtms.broker.base import Broker, Outcome, OutcomeKind, Position, action_tag
+from dtms.broker.base import Direction as BrokerDirection
 from dtms.broker.base import SymbolSpec as BrokerSymbol
 from dtms.config import Config
 from dtms.engine import actions as plan
@@ -36,6 +38,8 @@ def market_closed_since(action: Action, quote_at: datetime | None) -> bool:
         and quote_at is not None
         and quote_at <= action.sent_at
     )
+
+
 DEFENSIVE: Final = frozenset({TradeState.WARNING_L2, TradeState.HEDGED})
 SL_ACTIONS: Final = frozenset({ActionType.TIGHTEN_SL, ActionType.MOVE_SL_BREAKEVEN, ActionType.TRAIL_SL})
 
@@ -83,10 +87,15 @@ def leg_identifier(trade: Trade, leg: str) -> int | None:
 def planning_spec(spec: BrokerSymbol) -> plan.SymbolSpec:
     """The planner's view of a broker symbol."""
     return plan.SymbolSpec(
-        point=spec.point, digits=spec.digits, tick_size=spec.tick_size or spec.point, volume_min=spec.volume_min,
-        volume_max=spec.volume_max, volume_step=spec.volume_step, stops_level=spec.stops_level,
+        point=spec.point,
+        digits=spec.digits,
+        tick_size=spec.tick_size or spec.point,
+        volume_min=spec.volume_min,
+        volume_max=spec.volume_max,
+        volume_step=spec.volume_step,
+        stops_level=spec.stops_level,
         freeze_level=spec.freeze_level,
-    )  # fmt: skip
+    )
 
 
 #: See `Executor.run`: given the action and its resolved result, the writes to commit with its outcome.
@@ -118,9 +127,9 @@ class Executor:
     ) -> Result:
         """Pre-send check, plan from the fresh broker state, send (with bounded FRESH resends), record.
 
-        `settle(result)`, when given, is asked once the action is resolved (DONE, SKIPPED, FAILED) and may return
-        writes that then commit in the same fenced transaction as the outcome (spec §8.3: the state changes
-        with the primary's outcome). It runs before that transaction opens, so it may read the broker.
+        `settle(result)`, when given, is asked once the action is resolved (DONE, SKIPPED, FAILED) and may
+        return writes that then commit in the same fenced transaction as the outcome (spec §8.3: the state
+        changes with the primary's outcome). It runs before that transaction opens, so it may read the broker.
         """
         self._settle = settle
         if action.status is not ActionStatus.INTENT:
@@ -189,7 +198,8 @@ class Executor:
     def _commit(
         self, epoch: int, action: Action, result: Result, status: ActionStatus, **fields: Any
     ) -> Result:
-        """Record the outcome, together with what `settle` wants written for a resolved action (one fenced tx)."""
+        """Record the outcome, together with what `settle` wants written for a resolved action (one fenced
+        tx)."""
         writes = self._settle(action, result) if self._settle is not None and result.resolved else None
         with self.store.fenced(epoch):
             self.gateway.outcome(epoch, action, status, result=result.detail, **fields)
@@ -275,8 +285,15 @@ class Executor:
             if forced_fallback is not None:
                 decision = plan.hedge_fallback(snap, spec, cfg, forced_fallback)
             else:
-                decision = plan.plan_hedge(snap, quote, spec, ctx.atr_m15, cfg, hedging_account=ctx.hedging_account,
-                                           trading_active=ctx.trading_state is TradingState.ACTIVE)  # fmt: skip
+                decision = plan.plan_hedge(
+                    snap,
+                    quote,
+                    spec,
+                    ctx.atr_m15,
+                    cfg,
+                    hedging_account=ctx.hedging_account,
+                    trading_active=ctx.trading_state is TradingState.ACTIVE,
+                )
         elif kind is ActionType.RE_ADD_POSITION:
             decision = plan.plan_re_add(
                 snap, spec, cfg, trading_active=ctx.trading_state is TradingState.ACTIVE
@@ -311,14 +328,14 @@ class Executor:
         # open_hedge / re_add_position: a new market position, tagged so a restart finds it again
         kind: Literal["h", "r"] = "h" if decision.action is ActionType.OPEN_HEDGE else "r"
         tag = action_tag(kind, action.action_id, identifier, database=self.store.database_tag)
-        side = Direction(p["direction"]).value
-        volume, sl, tp = float(p["volume"]), p.get("sl"), p.get("tp")
+        side: BrokerDirection = "BUY" if Direction(p["direction"]) is Direction.BUY else "SELL"
+        new_volume, new_sl, new_tp = float(p["volume"]), p.get("sl"), p.get("tp")
         magic = int(p.get("magic", self.config.execution.magic))
-        request = {**base, "op": "open", "symbol": position.symbol, "direction": side, "volume": volume, "sl": sl,
-                   "tp": tp, "magic": magic, "comment": tag}  # fmt: skip
+        request = {**base, "op": "open", "symbol": position.symbol, "direction": side, "volume": new_volume,
+                   "sl": new_sl, "tp": new_tp, "magic": magic, "comment": tag}  # fmt: skip
         return request, lambda: broker.open(
-            position.symbol, side, volume, sl=sl, tp=tp, magic=magic, comment=tag
-        )  # type: ignore[arg-type]
+            position.symbol, side, new_volume, sl=new_sl, tp=new_tp, magic=magic, comment=tag
+        )
 
     # -- reconcile ----------------------------------------------------------------------------------
 
@@ -343,18 +360,17 @@ class Executor:
         # A request the terminal took may still complete this long after (a timed-out send, a reconnecting
         # terminal, a sender killed mid-request): only a look after it may conclude "not applied".
         wait = max(self.config.execution.unknown_recheck_s, self.config.execution.inflight_horizon_s)
-        if action.epoch != epoch:
-            if detail.get("sender_stopped_at") is None:
-                if not self.gateway.sender_stopped(action.epoch):
-                    first = not detail.get("awaiting_proof")
-                    if first:
-                        detail["awaiting_proof"] = True
-                        self.gateway.outcome(epoch, action, ActionStatus.UNKNOWN, result=detail)
-                    return Result(ActionStatus.UNKNOWN, detail, alert=first)
-                detail.update(awaiting_proof=False, sender_stopped_at=ctx.now.isoformat(),
-                              recheck_from=ctx.now.isoformat())  # fmt: skip
-                self.gateway.outcome(epoch, action, ActionStatus.UNKNOWN, result=detail)
-                return Result(ActionStatus.UNKNOWN, detail)
+        if action.epoch != epoch and detail.get("sender_stopped_at") is None:
+            if not self.gateway.sender_stopped(action.epoch):
+                first = not detail.get("awaiting_proof")
+                if first:
+                    detail["awaiting_proof"] = True
+                    self.gateway.outcome(epoch, action, ActionStatus.UNKNOWN, result=detail)
+                return Result(ActionStatus.UNKNOWN, detail, alert=first)
+            detail.update(awaiting_proof=False, sender_stopped_at=ctx.now.isoformat(),
+                          recheck_from=ctx.now.isoformat())  # fmt: skip
+            self.gateway.outcome(epoch, action, ActionStatus.UNKNOWN, result=detail)
+            return Result(ActionStatus.UNKNOWN, detail)
         # Nothing found: look once more after the wait, then it was not applied.
         first_look = detail.get("recheck_from")
         if first_look is None:

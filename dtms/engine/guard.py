@@ -42,8 +42,14 @@ class Guard:
         """The worse of the account's and the symbol's trading state."""
         return rl.worse(self.account_state, self._symbol_states.get(symbol, rl.TradingState.ACTIVE))
 
-    def update(self, epoch: int, now: datetime, halted: bool, open_ids: frozenset[int] | None,
-               symbols: Mapping[str, SymbolData]) -> None:
+    def update(
+        self,
+        epoch: int,
+        now: datetime,
+        halted: bool,
+        open_ids: frozenset[int] | None,
+        symbols: Mapping[str, SymbolData],
+    ) -> None:
         """Daily and hourly loss, consecutive stops (account); news and spread (per symbol) (spec §7)."""
         rails: dict[str, bool] = {}
         try:
@@ -67,7 +73,9 @@ class Guard:
                 self._unsaved = False
             self._equity = account.equity
             rails["daily_loss"] = rl.daily_loss_tripped(base["b0"], account.equity, self.config)
-            rails["hourly_loss"] = rl.hourly_loss_tripped(base["equity_hour"], account.equity, base["b0"], self.config)
+            rails["hourly_loss"] = rl.hourly_loss_tripped(
+                base["equity_hour"], account.equity, base["b0"], self.config
+            )
             rails["consecutive_stops"] = self._consecutive_stops(now, open_ids)
         previous = self.account_state
         self.account_state = rl.evaluate(rails, {}, halted=halted).account
@@ -86,16 +94,18 @@ class Guard:
             self.tripped[symbol] = verdict.tripped
         self.tripped["account"] = tuple(k for k, v in rails.items() if v)
 
-    def record_hour(self, epoch: int, now: datetime, balance: float, equity: float,
-                    open_ids: Callable[[], frozenset[int]]) -> bool:
-        """The baselines `update` records at the first tick of a UTC hour or day, for a tick that does nothing
-        else: no account rail was tripped (see `Wake.rails_clear`) and the new baselines trip none. A new day's
-        B0 is the balance, so a floating loss can trip the daily rail; its stops count from none, which the
-        deal history (`open_ids`: the open positions' identifiers, asked for on a new day only) confirms.
-        False, and nothing recorded, otherwise (the driver then runs the tick).
+    def record_hour(
+        self, epoch: int, now: datetime, balance: float, equity: float, open_ids: Callable[[], frozenset[int]]
+    ) -> bool:
+        """The baselines `update` records at the first tick of a UTC hour or day, for a tick that does
+        nothing else: no account rail was tripped (see `Wake.rails_clear`) and the new baselines trip none.
+        A new day's B0 is the balance, so a floating loss can trip the daily rail; its stops count from
+        none, which the deal history confirms (`open_ids`: the open positions' identifiers, asked for on a
+        new day only). False, and nothing recorded, otherwise (the driver then runs the tick).
 
         A driver that skips idle ticks (the replay) calls it once per hour: the baseline is kept here and
-        written to the store with the next tick's `update`, since only the last of them is ever read back."""
+        written to the store with the next tick's `update`, since only the last of them is ever read back.
+        """
         base = self._baseline
         if base is None or self.tripped.get("account"):
             return False
@@ -116,10 +126,13 @@ class Guard:
         return True
 
     def equity_band(self) -> tuple[float, float]:
-        """Equity strictly inside which the loss rails keep the verdict of the last tick (the wake contract)."""
+        """Equity strictly inside which the loss rails keep the verdict of the last tick (the wake
+        contract)."""
         if self._equity is None or self._baseline is None:
             return float("-inf"), float("inf")
-        return wk.equity_band(self._baseline.get("b0"), self._baseline.get("equity_hour"), self._equity, self.config)
+        return wk.equity_band(
+            self._baseline.get("b0"), self._baseline.get("equity_hour"), self._equity, self.config
+        )
 
     def news_change(self, key: str, now: datetime) -> datetime | None:
         """The next time a news blackout for symbol key `key` starts or ends."""

@@ -1,4 +1,5 @@
-"""Per-symbol market state shared by every trade on the symbol: bar windows, VWAP, regime, spread, evaluations."""
+"""Per-symbol market state shared by every trade on the symbol: bar windows, VWAP, regime, spread,
+evaluations."""
 
 from __future__ import annotations
 
@@ -51,7 +52,9 @@ def check_timeframes(timeframes: tuple[str, str]) -> tuple[str, str]:
     fast, slow = (str(t).strip().upper() for t in timeframes)
     fast_s, slow_s = timeframe_s(fast), timeframe_s(slow)
     if slow_s <= fast_s or slow_s % fast_s:
-        raise ConfigError(f"timeframes: {slow} must be a longer whole multiple of {fast} (e.g. M5,M15; H1,H4)")
+        raise ConfigError(
+            f"timeframes: {slow} must be a longer whole multiple of {fast} (e.g. M5,M15; H1,H4)"
+        )
     return fast, slow
 
 
@@ -96,7 +99,8 @@ class SymbolData:
     def refresh(self, broker: Broker, now: datetime, tick_no: int) -> None:
         """Fetch the newest bars once per loop tick (backfill the windows first), then update VWAP and regime.
 
-        A failed fetch leaves the symbol as it was ("not ready" before its first backfill): the data rail trips.
+        A failed fetch leaves the symbol as it was ("not ready" before its first backfill): the data rail
+        trips.
         """
         if self.refreshed_tick == tick_no:
             return
@@ -127,9 +131,12 @@ class SymbolData:
         if r5.appended or r5.revised:
             self.vwap.update(self.m5.final(), r5.revised)
             self._cache.clear()
-        if r15.appended or r15.revised or self.regime is None:
-            self._classify(now)
-        elif self.regime is not None and rg.session_at(now)[0] is not self.regime.session:
+        if (
+            r15.appended
+            or r15.revised
+            or self.regime is None
+            or rg.session_at(now)[0] is not self.regime.session  # a new session: a new regime, new thresholds
+        ):
             self._classify(now)
 
     def _next_final(self) -> float:
@@ -146,7 +153,8 @@ class SymbolData:
         self._cache.clear()
 
     def record_spread(self, points: float, now: datetime) -> float | None:
-        """Sample the spread once per final fast bar; at a new UTC hour, persist the last hour's median (§2.8).
+        """Sample the spread once per final fast bar; at a new UTC hour, persist the last hour's median
+        (§2.8).
 
         The first fast check after a fast bar becomes final takes the sample, so how many checks ran between
         two bars (15, 30 or 60 s cadence; a replay that skips idle checks) changes neither the samples nor the
@@ -197,8 +205,16 @@ class SymbolData:
         hit = self._cache.get(key)
         if hit is None:
             view = sg.VwapView(self.vwap.value, self.slope(), counter, flip)
-            hit = sg.evaluate(self.m5.final(), self.m15.final(), direction, self.regime, self.thresholds, view,
-                              None, self.config)  # fmt: skip
+            hit = sg.evaluate(
+                self.m5.final(),
+                self.m15.final(),
+                direction,
+                self.regime,
+                self.thresholds,
+                view,
+                None,
+                self.config,
+            )
             self._cache[key] = hit
         return hit
 

@@ -1,4 +1,5 @@
-"""Transitions: journal a step with its intents, drive its primary action to an outcome, then apply or abandon.
+"""Transitions: journal a step with its intents, drive its primary action to an outcome, then apply or
+abandon.
 
 Everything here is restartable from the database alone: `drive(transition_id)` looks at the journal rows of
 the transition and does the next thing, so a new leader after a crash calls the very same code (spec §8).
@@ -23,9 +24,18 @@ log = logging.getLogger(__name__)
 FINAL: Final = frozenset({ActionStatus.DONE, ActionStatus.SKIPPED, ActionStatus.FAILED})
 #: Skips that still let the state change: the defensive intent is met or cannot apply (spec §8.3).
 VALID_SKIPS: Final = frozenset(
-    {"already tighter", "frozen", "below_min", "not_owner", "position_gone", "hedge_mode_reduced", "R unknown",
-     "no_leg", "gated"}
-)  # fmt: skip
+    {
+        "already tighter",
+        "frozen",
+        "below_min",
+        "not_owner",
+        "position_gone",
+        "hedge_mode_reduced",
+        "R unknown",
+        "no_leg",
+        "gated",
+    }
+)
 #: close_all legs are retried on every check (never abandoned); an alert is raised at this failure count.
 CLOSE_ALERT_AFTER: Final = 3
 
@@ -37,7 +47,13 @@ def _iso(value: datetime | None) -> str | None:
 class Transitions:
     """Begins and drives transitions for the engine; the state changes only with the primary outcome."""
 
-    def __init__(self, store: Store, executor: Executor, notifier: Notifier, context: Callable[[Trade, TradeState | None], Context]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        store: Store,
+        executor: Executor,
+        notifier: Notifier,
+        context: Callable[[Trade, TradeState | None], Context],
+    ) -> None:
         self.store = store
         self.executor = executor
         self.notifier = notifier
@@ -81,8 +97,19 @@ class Transitions:
         if begun is None:
             return None
         transition_id, _ = begun
-        self._emit("state_transition", now, trade, **{"from": step.from_state.value, "to": step.new_state.value,
-                   "reason": step.reason, "score": score, "transition_id": transition_id, "status": "pending"})  # fmt: skip
+        self._emit(
+            "state_transition",
+            now,
+            trade,
+            **{
+                "from": step.from_state.value,
+                "to": step.new_state.value,
+                "reason": step.reason,
+                "score": score,
+                "transition_id": transition_id,
+                "status": "pending",
+            },
+        )
         self.drive(epoch, transition_id, now)
         return transition_id
 
@@ -161,8 +188,15 @@ class Transitions:
             self._emit("alert", ctx.now, trade, kind="awaiting_proof", action_id=action.action_id,
                        action_type=action.action_type, epoch=action.epoch)  # fmt: skip
         if result.resolved:
-            self._emit("action", ctx.now, trade, action_type=action.action_type, leg=action.leg,
-                       status=result.status.value, detail=result.detail.get("reason") or result.detail.get("text"))  # fmt: skip
+            self._emit(
+                "action",
+                ctx.now,
+                trade,
+                action_type=action.action_type,
+                leg=action.leg,
+                status=result.status.value,
+                detail=result.detail.get("reason") or result.detail.get("text"),
+            )
         return result
 
     @staticmethod
@@ -187,10 +221,14 @@ class Transitions:
             if failures == CLOSE_ALERT_AFTER:
                 self._emit("alert", now, trade, kind="leg_close_failed", leg=leg, error=rows[-1].error)
             self.store.journal_intent(
-                epoch, identifier=trade.identifier, idempotency_key=f"{tr['transition_id']}:{leg}:retry{failures}",
-                leg=leg, action_type=ActionType.CLOSE_ALL.value, params={"primary": True},
+                epoch,
+                identifier=trade.identifier,
+                idempotency_key=f"{tr['transition_id']}:{leg}:retry{failures}",
+                leg=leg,
+                action_type=ActionType.CLOSE_ALL.value,
+                params={"primary": True},
                 transition_id=tr["transition_id"],
-            )  # fmt: skip
+            )
             retrying = True
         if retrying:
             return "pending"
@@ -202,7 +240,8 @@ class Transitions:
 
     def _apply(self, epoch: int, tr: dict[str, Any], trade: Trade, primary: Action | None, now: datetime,
                close_reason: str | None = None) -> None:  # fmt: skip
-        """Apply a transition whose primary was resolved earlier (or that has none), in its own transaction."""
+        """Apply a transition whose primary was resolved earlier (or that has none), in its own
+        transaction."""
         if primary is None:
             update = self._update(tr, trade, None, None, {}, now, close_reason)
         else:
@@ -217,9 +256,18 @@ class Transitions:
                    "reason": tr["reason"], "score": tr["score"], "transition_id": tr["transition_id"],
                    "status": "applied"})  # fmt: skip
 
-    def _update(self, tr: dict[str, Any], trade: Trade, primary_type: str | None, status: ActionStatus | None,
-                result: dict[str, Any], now: datetime, close_reason: str | None = None) -> TradeUpdate:  # fmt: skip
-        """The trade's new state, timers, legs and volumes once the primary action is resolved (reads the broker)."""
+    def _update(
+        self,
+        tr: dict[str, Any],
+        trade: Trade,
+        primary_type: str | None,
+        status: ActionStatus | None,
+        result: dict[str, Any],
+        now: datetime,
+        close_reason: str | None = None,
+    ) -> TradeUpdate:
+        """The trade's new state, timers, legs and volumes once the primary action is resolved (reads the
+        broker)."""
         target = TradeState(tr["to_state"])
         detail = tr["detail"]
         columns: dict[str, Any] = {"state": target, "state_at": now}
@@ -272,7 +320,8 @@ class Transitions:
             self._after_secondary(epoch, action, trade, result, now)
 
     def retry_open_actions(self, epoch: int, trade: Trade, now: datetime) -> None:
-        """Secondary actions of applied transitions still open (INTENT/SENT/UNKNOWN): run or reconcile them."""
+        """Secondary actions of applied transitions still open (INTENT/SENT/UNKNOWN): run or reconcile
+        them."""
         for action in self.store.open_actions(trade.identifier):
             if action.params.get("primary"):
                 continue

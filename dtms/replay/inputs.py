@@ -1,6 +1,5 @@
 """Replay inputs: bars files, entries files or generated entries, the embedded synthetic data, timeframes."""
 
-
 import csv
 import io
 import os

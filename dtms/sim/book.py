@@ -304,7 +304,9 @@ class Book:
         for symbol, volumes in sides.items():
             cfg = self.symbols[symbol]
             margin += max(volumes) * cfg.contract_size * top[symbol] / self.account.leverage
-        return margin <= 0 or (equity > 0 and equity / margin * 100 > self.account.margin_so_so * (1 + 1e-9) + 1e-9)
+        return margin <= 0 or (
+            equity > 0 and equity / margin * 100 > self.account.margin_so_so * (1 + 1e-9) + 1e-9
+        )
 
     def _stop_out(self) -> None:
         while self.positions:

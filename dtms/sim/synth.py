@@ -8,8 +8,8 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
-from dtms.broker.rates import RATES_DTYPE
 
+from dtms.broker.rates import RATES_DTYPE
 
 # Per symbol: start price, per-minute log volatility, base spread in points, closed at weekends.
 # The volatilities give daily ranges near the real ones (EURUSD ~0.5 %, gold ~1 %, bitcoin ~3 %).

@@ -61,7 +61,9 @@ class Store(TradesMixin, LeasesMixin, EngineMixin, SettingsMixin):  # EngineMixi
         profit-taking are allowed (the conservative fallback). Positions dtms does not manage: yes.
         """
         if action not in ("sl", "trail", "breakeven", "partial_close", "close"):
-            raise InvalidArgumentError(f"action must be sl, trail, breakeven, partial_close or close, not {action!r}")
+            raise InvalidArgumentError(
+                f"action must be sl, trail, breakeven, partial_close or close, not {action!r}"
+            )
         state = self.dtms_state(ticket)
         if state is None or state == TradeState.CLOSED.value:
             return True
@@ -95,7 +97,7 @@ class Store(TradesMixin, LeasesMixin, EngineMixin, SettingsMixin):  # EngineMixi
         return Health(status=status, reasons=tuple(reasons), checks=checks, checked_at=self.clock.utc_now())
 
 
-def open(  # noqa: A001  # dtms.open mirrors the builtin on purpose: it is the library's front door
+def open(  # dtms.open mirrors the builtin on purpose: it is the library's front door
     path: str | os.PathLike[str],
     *,
     create: bool = True,

@@ -99,6 +99,13 @@ def from_iso(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
 
+def _int(value: object) -> int:
+    """An INTEGER column or PRAGMA value as read: apsw types every cell as any SQLite value, NULL included."""
+    if not isinstance(value, int):
+        raise StoreError(f"expected an integer from the database, read {value!r}")
+    return value
+
+
 def dumps(value: Any) -> str:
     """JSON as stored: compact, sorted keys (so equal values are equal text), no NaN."""
     return json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False)
@@ -346,7 +353,9 @@ class StoreCore:
             directory.mkdir(mode=DIR_MODE, exist_ok=True)
         # Create it owner-only before SQLite does: SQLite would use the umask, and gives the -wal and -shm
         # files the mode of the database file. O_EXCL: a racing creator is fine, we just use its file.
-        flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+        flags = (
+            os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+        )
         try:
             fd = os.open(self.path, flags, FILE_MODE)
         except FileExistsError:
@@ -389,7 +398,7 @@ class StoreCore:
         if self._conn.execute("PRAGMA user_version").fetchall()[0][0] == SCHEMA_VERSION:
             return
         with self._write():  # BEGIN IMMEDIATE: a DEFERRED upgrade to a write can fail without waiting
-            version = self._conn.execute("PRAGMA user_version").fetchall()[0][0]
+            version = _int(self._conn.execute("PRAGMA user_version").fetchall()[0][0])
             if version > SCHEMA_VERSION:
                 raise SchemaVersionError(
                     f"{self.path} has schema version {version}, newer than this dtms understands "
@@ -656,7 +665,7 @@ class StoreCore:
         """
         with self._write() as conn:
             rows = conn.execute("SELECT epoch, released, token FROM lease WHERE name = ?", (name,)).fetchall()
-            current = int(rows[0][0]) if rows else None
+            current = _int(rows[0][0]) if rows else None
             if current != epoch or rows[0][1]:
                 raise LeaseLostError(epoch, current)
             if self.fence_token is not None and rows[0][2] != self.fence_token:
@@ -668,7 +677,7 @@ class StoreCore:
     def data_version(self) -> int:
         """A number that changes whenever another connection commits: a cheap 'did anything change?'."""
         with self._read() as conn:
-            return int(conn.execute("PRAGMA data_version").fetchall()[0][0])
+            return _int(conn.execute("PRAGMA data_version").fetchall()[0][0])
 
     def integrity_check(self) -> str:
         """`ok`, or SQLite's description of what is damaged."""
@@ -684,7 +693,7 @@ class StoreCore:
     def schema_version(self) -> int:
         """The database's `PRAGMA user_version`."""
         with self._read() as conn:
-            return int(conn.execute("PRAGMA user_version").fetchall()[0][0])
+            return _int(conn.execute("PRAGMA user_version").fetchall()[0][0])
 
 
 __all__ = ["DEFAULT_BUSY_TIMEOUT_S", "MEMORY", "StoreCore", "dumps", "from_iso", "iso", "query"]

@@ -15,10 +15,24 @@ from dtms.store.journal import _ACTION_COLUMNS, JournalMixin, action_from_row
 #: The trade columns the engine may set. Column names are never taken from input: only from this set.
 ENGINE_COLUMNS: Final = frozenset(
     {
-        "ticket", "volume", "initial_volume", "closed_volume", "sl", "tp", "r", "r_source", "state", "state_at",
-        "score", "armed", "activated_at", "activation_reason", "closed_at", "close_reason",
+        "ticket",
+        "volume",
+        "initial_volume",
+        "closed_volume",
+        "sl",
+        "tp",
+        "r",
+        "r_source",
+        "state",
+        "state_at",
+        "score",
+        "armed",
+        "activated_at",
+        "activation_reason",
+        "closed_at",
+        "close_reason",
     }
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True)
@@ -86,16 +100,36 @@ class EngineMixin(JournalMixin):
             if not rows or rows[0]["state"] != TradeState(from_state).value:
                 return None
             conn.execute(
-                "INSERT INTO transitions (identifier, at, from_state, to_state, reason, score, epoch, status, detail) "
+                "INSERT INTO transitions "
+                "(identifier, at, from_state, to_state, reason, score, epoch, status, detail) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
-                (identifier, now, TradeState(from_state).value, TradeState(to_state).value, reason, score, epoch,
-                 dumps(dict(detail or {}))),
-            )  # fmt: skip
+                (
+                    identifier,
+                    now,
+                    TradeState(from_state).value,
+                    TradeState(to_state).value,
+                    reason,
+                    score,
+                    epoch,
+                    dumps(dict(detail or {})),
+                ),
+            )
             transition_id = conn.last_insert_rowid()
             intents = []
             for seq, (leg, action_type, params) in enumerate(actions):
-                intents.append(self._insert_intent(conn, epoch, identifier, transition_id, f"{transition_id}:{seq}",
-                                                   leg, action_type, params, now))  # fmt: skip
+                intents.append(
+                    self._insert_intent(
+                        conn,
+                        epoch,
+                        identifier,
+                        transition_id,
+                        f"{transition_id}:{seq}",
+                        leg,
+                        action_type,
+                        params,
+                        now,
+                    )
+                )
             conn.execute(
                 "UPDATE trades SET engine = json_patch(engine, ?), updated_at = ? WHERE identifier = ?",
                 (dumps({**(engine or {}), "pending_transition": transition_id}), now, identifier),
@@ -105,11 +139,14 @@ class EngineMixin(JournalMixin):
     def finish_transition(
         self, epoch: int, transition_id: int, *, applied: bool, update: TradeUpdate | None = None
     ) -> None:
-        """Apply (state and timers change with the primary outcome) or abandon a pending transition (fenced)."""
+        """Apply (state and timers change with the primary outcome) or abandon a pending transition
+        (fenced)."""
         now = iso(self.clock.utc_now())
         update = update or TradeUpdate()
         with self.fenced(epoch), self._write() as conn:
-            rows = query(conn, "SELECT identifier, status FROM transitions WHERE transition_id = ?", (transition_id,))
+            rows = query(
+                conn, "SELECT identifier, status FROM transitions WHERE transition_id = ?", (transition_id,)
+            )
             if not rows:
                 raise InvalidArgumentError(f"no transition {transition_id}")
             if rows[0]["status"] != "pending":
@@ -138,8 +175,8 @@ class EngineMixin(JournalMixin):
     def transition(self, transition_id: int) -> dict[str, Any] | None:
         """One transition row with its detail decoded."""
         rows = self._rows(
-            "SELECT transition_id, identifier, at, from_state, to_state, reason, score, epoch, status, detail "
-            "FROM transitions WHERE transition_id = ?",
+            "SELECT transition_id, identifier, at, from_state, to_state, reason, score, epoch, status, "
+            "detail FROM transitions WHERE transition_id = ?",
             (transition_id,),
         )
         if not rows:

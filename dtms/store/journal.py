@@ -12,8 +12,8 @@ from dtms.store.db import StoreCore, dumps, from_iso, iso, query
 from dtms.store.trades import check_id, check_limit
 
 _ACTION_COLUMNS: Final = (
-    "action_id, idempotency_key, transition_id, identifier, leg, action_type, params, status, attempts, epoch, "
-    "request, result, retcode, error, created_at, sent_at, completed_at"
+    "action_id, idempotency_key, transition_id, identifier, leg, action_type, params, status, attempts, "
+    "epoch, request, result, retcode, error, created_at, sent_at, completed_at"
 )
 _FINAL: Final = frozenset({ActionStatus.DONE, ActionStatus.FAILED, ActionStatus.SKIPPED})
 
@@ -52,8 +52,9 @@ class JournalMixin(StoreCore):
         """
         now = iso(self.clock.utc_now())
         with self.fenced(epoch), self._write() as conn:
-            return self._insert_intent(conn, epoch, identifier, transition_id, idempotency_key, leg, action_type,
-                                       params or {}, now)  # fmt: skip
+            return self._insert_intent(
+                conn, epoch, identifier, transition_id, idempotency_key, leg, action_type, params or {}, now
+            )
 
     def _insert_intent(
         self, conn: Any, epoch: int, identifier: int, transition_id: int | None, key: str, leg: str,
@@ -61,11 +62,13 @@ class JournalMixin(StoreCore):
     ) -> Action:  # fmt: skip
         """The INTENT insert, inside the caller's fenced transaction (also used by `begin_transition`)."""
         conn.execute(
-            "INSERT INTO actions (idempotency_key, transition_id, identifier, leg, action_type, params, status, "
-            "epoch, created_at) VALUES (?, ?, ?, ?, ?, ?, 'INTENT', ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",
+            "INSERT INTO actions (idempotency_key, transition_id, identifier, leg, action_type, params, "
+            "status, epoch, created_at) VALUES (?, ?, ?, ?, ?, ?, 'INTENT', ?, ?) "
+            "ON CONFLICT (idempotency_key) DO NOTHING",
             (key, transition_id, identifier, leg, action_type, dumps(dict(params)), epoch, now),
         )
-        rows = query(conn, f"SELECT {_ACTION_COLUMNS} FROM actions WHERE idempotency_key = ?", (key,))
+        # S608: _ACTION_COLUMNS is a constant column list; the key is a bound parameter.
+        rows = query(conn, f"SELECT {_ACTION_COLUMNS} FROM actions WHERE idempotency_key = ?", (key,))  # noqa: S608
         return action_from_row(rows[0])
 
     def mark_sent(self, epoch: int, action_id: int, request: dict[str, Any]) -> None:
@@ -95,12 +98,18 @@ class JournalMixin(StoreCore):
         now = iso(self.clock.utc_now())
         with self.fenced(epoch), self._write() as conn:
             conn.execute(
-                "UPDATE actions SET status = ?, result = coalesce(?, result), retcode = coalesce(?, retcode), "
-                "error = coalesce(?, error), completed_at = CASE WHEN ? THEN ? ELSE completed_at END "
+                "UPDATE actions SET status = ?, result = coalesce(?, result), "
+                "retcode = coalesce(?, retcode), error = coalesce(?, error), "
+                "completed_at = CASE WHEN ? THEN ? ELSE completed_at END "
                 "WHERE action_id = ?",
                 (
-                    status.value, None if result is None else dumps(result), retcode, error,
-                    int(status in _FINAL), now, action_id,
+                    status.value,
+                    None if result is None else dumps(result),
+                    retcode,
+                    error,
+                    int(status in _FINAL),
+                    now,
+                    action_id,
                 ),
             )
             if conn.changes() != 1:
@@ -109,12 +118,14 @@ class JournalMixin(StoreCore):
     def actions(self, ticket: int | None = None, limit: int = 50) -> list[Action]:
         """Journal rows, newest first; of one trade if `ticket` is given."""
         check_limit(limit)
+        # S608: _ACTION_COLUMNS is a constant column list; ticket and limit are bound parameters.
         if ticket is None:
-            rows = self._rows(f"SELECT {_ACTION_COLUMNS} FROM actions ORDER BY action_id DESC LIMIT ?", (limit,))
+            sql = f"SELECT {_ACTION_COLUMNS} FROM actions ORDER BY action_id DESC LIMIT ?"  # noqa: S608
+            rows = self._rows(sql, (limit,))
         else:
             check_id(ticket)
             rows = self._rows(
-                f"SELECT {_ACTION_COLUMNS} FROM actions WHERE identifier = "
+                f"SELECT {_ACTION_COLUMNS} FROM actions WHERE identifier = "  # noqa: S608
                 "coalesce((SELECT identifier FROM trades WHERE identifier = ?1), "
                 "(SELECT identifier FROM trades WHERE ticket = ?1 ORDER BY identifier LIMIT 1)) "
                 "ORDER BY action_id DESC LIMIT ?2",

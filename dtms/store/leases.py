@@ -14,8 +14,8 @@ from dtms.store.db import StoreCore, from_iso, iso
 
 _LEASE_COLUMNS: Final = (
     "name, epoch, holder_name, host, pid, proc_start, boot_id, token, acquired_at, renewed_at, expires_at, "
-    "expires_boot_ms, renewals, lease_ttl_ms, loop_beat_boot_ms, loop_beat_at, transitions, released, lock_held, "
-    "lock_inode, clock_offset_ms"
+    "expires_boot_ms, renewals, lease_ttl_ms, loop_beat_boot_ms, loop_beat_at, transitions, released, "
+    "lock_held, lock_inode, clock_offset_ms"
 )
 
 _LEASE_FIELDS: Final = tuple(c.strip() for c in _LEASE_COLUMNS.split(","))
@@ -34,7 +34,8 @@ def _offset_ms(wall: datetime, boot_ms: int) -> int:
 
 
 def _select(conn: apsw.Connection, name: str) -> LeaseRow | None:
-    rows = conn.execute(f"SELECT {_LEASE_COLUMNS} FROM lease WHERE name = ?", (name,)).fetchall()
+    # S608: _LEASE_COLUMNS is a constant column list; the name is a bound parameter.
+    rows = conn.execute(f"SELECT {_LEASE_COLUMNS} FROM lease WHERE name = ?", (name,)).fetchall()  # noqa: S608
     return _row(rows[0]) if rows else None
 
 
@@ -104,8 +105,8 @@ class LeasesMixin(StoreCore):
                     "UPDATE lease SET epoch = epoch + 1, holder_name = ?, host = ?, pid = ?, proc_start = ?, "
                     "boot_id = ?, token = ?, acquired_at = ?, renewed_at = ?, expires_at = ?, "
                     "expires_boot_ms = ?, lease_ttl_ms = ?, loop_beat_boot_ms = ?, loop_beat_at = ?, "
-                    "lock_held = ?, lock_inode = ?, clock_offset_ms = ?, renewals = 0, transitions = transitions + 1, "
-                    "released = 0 "
+                    "lock_held = ?, lock_inode = ?, clock_offset_ms = ?, renewals = 0, "
+                    "transitions = transitions + 1, released = 0 "
                     "WHERE name = ? AND epoch = ?",
                     (*values, name, row.epoch),
                 )
@@ -114,9 +115,19 @@ class LeasesMixin(StoreCore):
             conn.execute(
                 "INSERT INTO lease_history (name, epoch, holder_name, host, pid, proc_start, boot_id, token, "
                 "acquired_at, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (name, epoch, holder.name, holder.host, holder.pid, holder.proc_start, holder.boot_id, holder.token,
-                 wall, reason),
-            )  # fmt: skip
+                (
+                    name,
+                    epoch,
+                    holder.name,
+                    holder.host,
+                    holder.pid,
+                    holder.proc_start,
+                    holder.boot_id,
+                    holder.token,
+                    wall,
+                    reason,
+                ),
+            )
         return epoch, reason
 
     def renew_lease(
@@ -142,7 +153,8 @@ class LeasesMixin(StoreCore):
             conn.execute(
                 "UPDATE lease SET renewed_at = ?, expires_at = ?, expires_boot_ms = ?, lease_ttl_ms = ?, "
                 "renewals = renewals + 1, loop_beat_boot_ms = coalesce(?, loop_beat_boot_ms), "
-                "loop_beat_at = coalesce(?, loop_beat_at), lock_held = CASE WHEN ? IS NULL THEN lock_held ELSE 1 END, "
+                "loop_beat_at = coalesce(?, loop_beat_at), "
+                "lock_held = CASE WHEN ? IS NULL THEN lock_held ELSE 1 END, "
                 "lock_inode = coalesce(?, lock_inode), clock_offset_ms = ? WHERE name = ?",
                 (
                     iso(now),
@@ -168,8 +180,8 @@ class LeasesMixin(StoreCore):
         now = iso(self.clock.utc_now())
         with self.fenced(epoch, name), self._write() as conn:
             conn.execute(
-                "UPDATE lease SET released = 1, lock_held = 0, lock_inode = NULL, expires_at = ?, renewed_at = ? "
-                "WHERE name = ?",
+                "UPDATE lease SET released = 1, lock_held = 0, lock_inode = NULL, expires_at = ?, "
+                "renewed_at = ? WHERE name = ?",
                 (now, now, name),
             )
             if quiesced:

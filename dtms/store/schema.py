@@ -147,7 +147,8 @@ WHERE EXISTS (SELECT 1 FROM lease l WHERE l.name = lease_history.name AND l.epoc
               AND l.token = lease_history.token);
 """
 
-# Version 3: `dtms trades` lists newest first; with this index a page of 50 costs the same with 100 000 trades.
+# Version 3: `dtms trades` lists newest first; with this index a page of 50 costs the same with 100 000
+# trades.
 _V3: Final = """
 CREATE INDEX trades_registered ON trades (registered_at, identifier);
 """

@@ -33,7 +33,9 @@ class SettingsMixin(StoreCore):
 
     def settings(self, prefix: str) -> dict[str, Any]:
         """Every setting whose key starts with `prefix`."""
-        rows = self._rows("SELECT key, value FROM settings WHERE substr(key, 1, ?) = ?", (len(prefix), prefix))
+        rows = self._rows(
+            "SELECT key, value FROM settings WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
+        )
         return {r["key"]: json.loads(r["value"]) for r in rows}
 
     @property
@@ -88,7 +90,8 @@ class SettingsMixin(StoreCore):
             for key, value in values.items():
                 query(
                     conn,
-                    "INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE "
+                    "INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (key) DO UPDATE "
                     "SET value = excluded.value, updated_at = excluded.updated_at",
                     (key, dumps(value), now),
                 )

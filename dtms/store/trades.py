@@ -15,9 +15,9 @@ from dtms.models import MAX_INT64, Trade, TradeRequest, TradeState, Transition
 from dtms.store.db import StoreCore, dumps, from_iso, iso, query
 
 _TRADE_COLUMNS: Final = (
-    "identifier, ticket, symbol, direction, entry_price, initial_volume, volume, closed_volume, initial_sl, sl, "
-    "tp, r, r_source, owner, magic, comment, state, state_at, score, armed, activated_at, activation_reason, "
-    "registered_at, updated_at, closed_at, close_reason, engine"
+    "identifier, ticket, symbol, direction, entry_price, initial_volume, volume, closed_volume, initial_sl, "
+    "sl, tp, r, r_source, owner, magic, comment, state, state_at, score, armed, activated_at, "
+    "activation_reason, registered_at, updated_at, closed_at, close_reason, engine"
 )
 _COLUMN_NAMES: Final = tuple(name.strip() for name in _TRADE_COLUMNS.split(","))
 _TIME_FIELDS: Final = ("state_at", "activated_at", "registered_at", "updated_at", "closed_at")
@@ -64,11 +64,11 @@ def _json_expr(column: str) -> str:
     return column
 
 
-#: One trade as the JSON text of its `Trade.model_dump(mode="json")`, made by SQLite without building the model:
-#: rows were validated when written, and validating and re-encoding 100 000 of them (with their engine state)
-#: was most of the time of `dtms trades --json` (issue 11, point 6).
-#: NOTE: the engine column is JSON already (CHECK json_valid) and goes in as stored, by concatenation: json(engine)
-#: would parse it again and took half of the time.
+#: One trade as the JSON text of its `Trade.model_dump(mode="json")`, made by SQLite without building the
+#: model: rows were validated when written, and validating and re-encoding 100 000 of them (with their engine
+#: state) was most of the time of `dtms trades --json` (issue 11, point 6).
+#: NOTE: the engine column is JSON already (CHECK json_valid) and goes in as stored, by concatenation:
+#: json(engine) would parse it again and took half of the time.
 _TRADE_JSON: Final = (
     "rtrim(json_object(" + ", ".join(f"'{c}', {_json_expr(c)}" for c in _COLUMN_NAMES[:-1]) + "), '}') "
     "|| ',\"engine\":' || engine || '}'"
@@ -138,7 +138,7 @@ class TradesMixin(StoreCore):
         request = TradeRequest(
             ticket=ticket,
             symbol=symbol,
-            direction=direction,  # type: ignore[arg-type]  # validated (case-insensitively) by the model
+            direction=direction,  # a str, validated (case-insensitively) into a Direction by the model
             entry_price=entry_price,
             volume=volume,
             sl=sl,
@@ -172,8 +172,8 @@ class TradesMixin(StoreCore):
         r = abs(req.entry_price - req.sl) if req.sl is not None else None
         conn.execute(
             "INSERT INTO trades (identifier, ticket, symbol, direction, entry_price, initial_volume, volume, "
-            "initial_sl, sl, tp, r, r_source, owner, magic, comment, state, state_at, registered_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'HEALTHY', ?, ?, ?)",
+            "initial_sl, sl, tp, r, r_source, owner, magic, comment, state, state_at, registered_at, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'HEALTHY', ?, ?, ?)",
             (
                 req.position_id,
                 req.ticket,
@@ -200,11 +200,11 @@ class TradesMixin(StoreCore):
         return created
 
     def _find(self, conn: apsw.Connection, identifier: int, ticket: int | None) -> Trade | None:
-        rows = query(conn, f"SELECT {_TRADE_COLUMNS} FROM trades WHERE identifier = ?", (identifier,))
+        # S608: _TRADE_COLUMNS is a constant column list; identifier and ticket are bound parameters.
+        rows = query(conn, f"SELECT {_TRADE_COLUMNS} FROM trades WHERE identifier = ?", (identifier,))  # noqa: S608
         if not rows and ticket is not None:
-            rows = query(
-                conn, f"SELECT {_TRADE_COLUMNS} FROM trades WHERE ticket = ? ORDER BY identifier LIMIT 1", (ticket,)
-            )
+            sql = f"SELECT {_TRADE_COLUMNS} FROM trades WHERE ticket = ? ORDER BY identifier LIMIT 1"  # noqa: S608
+            rows = query(conn, sql, (ticket,))
         return trade_from_row(rows[0]) if rows else None
 
     def get_trade(self, ticket: int) -> Trade | None:
@@ -319,8 +319,9 @@ class TradesMixin(StoreCore):
                 (now, now, now, reason, trade.identifier),
             )
             conn.execute(
-                "INSERT INTO transitions (identifier, at, from_state, to_state, reason, score, epoch, status, "
-                "detail) VALUES (?, ?, ?, 'CLOSED', ?, ?, NULL, 'applied', ?)",
+                "INSERT INTO transitions "
+                "(identifier, at, from_state, to_state, reason, score, epoch, status, detail) "
+                "VALUES (?, ?, ?, 'CLOSED', ?, ?, NULL, 'applied', ?)",
                 (trade.identifier, now, trade.state.value, reason, trade.score, dumps({"by": "unregister"})),
             )
         return True
