@@ -53,8 +53,8 @@ _ACT, _OPEN = 0, 1  # at equal times: act on open positions, then open new ones
 
 
 def comparisons(value: str | Sequence[str] | None) -> tuple[str, ...]:
-    """The comparison names chosen by `value`, in report order: None = all four; `"none"` or `()` = none;
-    otherwise names (a sequence, or one string of comma-separated names).
+    """The comparison names chosen by `value`, in report order: None or `"all"` = all four; `"none"` or
+    `()` = none; otherwise names (a sequence, or one string of comma-separated names).
 
     Raises:
         InvalidArgumentError: an unknown or repeated name (the message lists the valid ones).
@@ -70,10 +70,12 @@ def comparisons(value: str | Sequence[str] | None) -> tuple[str, ...]:
             names.append(item.strip().lower())
     if names == ["none"]:
         return ()
+    if names == ["all"]:
+        return COMPARISONS
     valid = ", ".join(COMPARISONS)
     for name in names:
         if name not in COMPARISONS:
-            raise InvalidArgumentError(f"unknown comparison {name!r}: choose from {valid} (or none)")
+            raise InvalidArgumentError(f"unknown comparison {name!r}: choose from {valid} (or all, or none)")
         if names.count(name) > 1:
             raise InvalidArgumentError(f"comparison {name!r} is listed twice")
     return tuple(n for n in COMPARISONS if n in names)
