@@ -355,7 +355,9 @@ class Comparisons(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # g
 
     name = "rules"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str, ...]:
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[str, ...]:
         if isinstance(value, tuple):
             return value
         from dtms.replay.rules import comparisons
@@ -411,8 +413,9 @@ def replay_command(bars: Path, symbol: str | None, entries_path: Path | None, ev
                    time_stop_bars: int) -> None:  # fmt: skip
     """Replay BARS (a MetaTrader CSV export or a plain OHLCV CSV) through the engine, beside the unmanaged
     baseline and one-line comparison rules (breakeven at +1 R, chandelier stops, a time stop) on the same
-    entries, and report them side by side. Deterministic: the same inputs give the same report. Several seeds or
-    densities (--seeds 1-5 --every 12,24,48) run as a sweep across the cores, with a combined report."""
+    entries, and report them side by side. Deterministic: the same inputs give the same report. Several
+    seeds or densities (--seeds 1-5 --every 12,24,48) run as a sweep across the cores, with a combined
+    report."""
     from rich.progress import Progress
 
     from dtms import replay as rp
