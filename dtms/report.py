@@ -659,6 +659,7 @@ __all__ = [
     "ARMED",
     "STATES",
     "ActionMark",
+    "Comparison",
     "Report",
     "StateMark",
     "TradeResult",
