@@ -1,4 +1,4 @@
-"""Replay historical bars through the engine beside an unmanaged baseline and one-line rules: `replay(...)`."""
+"""Replay historical bars through the engine beside an unmanaged baseline and one-line rules: `replay()`."""
 
 from __future__ import annotations
 
