@@ -1,9 +1,10 @@
-"""The comparison rules: the baseline's entries under breakeven, chandelier and time stops, on the simulator."""
+"""The comparison rules: the baseline's entries under breakeven, chandelier and time stops, simulated."""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +93,7 @@ def only(report: Report, name: str) -> TradeResult:
     return t
 
 
-# --- every rule, both directions ------------------------------------------------------------------------------
+# --- every rule, both directions ----------------------------------------------------------------------------
 
 
 def test_every_rule_opens_the_entry_exactly_as_the_baseline(rise: Report, fall: Report) -> None:
@@ -102,7 +103,8 @@ def test_every_rule_opens_the_entry_exactly_as_the_baseline(rise: Report, fall: 
         ((_, b),) = report.trades
         for name in COMPARISONS:
             t = only(report, name)
-            assert (t.entry_at, t.entry_price, t.sl, t.tp, t.risk) == (b.entry_at, b.entry_price, b.sl, b.tp, b.risk)
+            got = (t.entry_at, t.entry_price, t.sl, t.tp, t.risk)
+            assert got == (b.entry_at, b.entry_price, b.sl, b.tp, b.risk)
 
 
 def test_the_baseline_rides_out_the_reversal(rise: Report, fall: Report) -> None:
@@ -113,7 +115,7 @@ def test_the_baseline_rides_out_the_reversal(rise: Report, fall: Report) -> None
 
 
 def test_breakeven_buy_moves_sl_to_entry_at_the_bar_after_plus_1r_and_exits_at_entry(rise: Report) -> None:
-    """Bar K+10 is the first whose high reaches entry + 1 R; the SL moves at K+11's open; the drop exits at 0 R."""
+    """Bar K+10's high is the first at entry + 1 R; the SL moves at K+11's open; the drop exits at 0 R."""
     t = only(rise, "breakeven_1r")
     entry = round(1.1 + SPREAD, 5)
     assert t.sl_path == ((at(K), round(entry - R, 5)), (at(K + 11), entry))
@@ -124,7 +126,7 @@ def test_breakeven_buy_moves_sl_to_entry_at_the_bar_after_plus_1r_and_exits_at_e
 
 
 def test_breakeven_sell_moves_sl_to_entry_and_exits_at_entry_on_the_ask(fall: Report) -> None:
-    """Bar K+9's low reaches entry - 1 R; the SL moves at K+10's open; the spike fills it on the ask at entry."""
+    """Bar K+9's low reaches entry - 1 R; the SL moves at K+10's open; the spike fills it at entry (ask)."""
     t = only(fall, "breakeven_1r")
     assert t.sl_path == ((at(K), 1.102), (at(K + 10), 1.1))
     assert (t.exit_reason, t.exit_price, t.profit, t.r) == ("sl", pytest.approx(1.1), 0.0, 0.0)
@@ -154,13 +156,13 @@ def test_chandelier_sell_exits_at_the_lowest_low_plus_k_atr(fall: Report, name: 
     path = [p for _, p in t.sl_path]
     assert path[0] == 1.102
     assert path[-1] == stop
-    assert all(b < a for a, b in zip(path, path[1:], strict=False))  # only ever tightened
+    assert all(b < a for a, b in pairwise(path))  # only ever tightened
     assert (t.exit_reason, t.exit_price) == ("sl", pytest.approx(stop))
     assert t.r == pytest.approx((1.1 - stop) / R, abs=1e-4)
 
 
 def test_time_stop_closes_at_market_after_exactly_n_bars(rise: Report, fall: Report) -> None:
-    """Bars K..K+9 closed: the position is closed at bar K+10's open, the bid for a BUY, the ask for a SELL."""
+    """Bars K..K+9 closed: the position is closed at bar K+10's open, at the bid (BUY) or the ask (SELL)."""
     buy, sell = only(rise, "time_stop"), only(fall, "time_stop")
     assert (buy.exit_reason, buy.exit_at, buy.exit_price) == ("time", at(K + TIME_BARS), pytest.approx(1.102))
     assert (sell.exit_reason, sell.exit_at) == ("time", at(K + TIME_BARS))
@@ -170,7 +172,7 @@ def test_time_stop_closes_at_market_after_exactly_n_bars(rise: Report, fall: Rep
     assert rise.comparisons["time_stop"].orders["closes"] == 1
 
 
-# --- no look-ahead; refused modifications ---------------------------------------------------------------------
+# --- no look-ahead; refused modifications -------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +209,7 @@ def test_a_refused_modification_is_counted_listed_and_retried(whipsaw: Report) -
     assert "(refused 2)" in render(whipsaw)
 
 
-# --- choosing them; the report ----------------------------------------------------------------------------------
+# --- choosing them; the report ------------------------------------------------------------------------------
 
 
 def test_names_choose_the_rules_in_report_order() -> None:
@@ -261,7 +263,7 @@ def test_render_puts_every_rule_beside_managed_and_baseline(rise: Report) -> Non
     assert text.count("managed - rule:") == len(COMPARISONS)
 
 
-# --- command line ---------------------------------------------------------------------------------------------
+# --- command line -------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
