@@ -93,11 +93,38 @@ class TradeResult:
 
 
 @dataclass(frozen=True)
+class Comparison:
+    """The same entries under one comparison rule (`dtms.replay.rules`): what it does and how it did.
+
+    `summary` has the metrics of `Report.baseline` (`summarize`); `orders` counts the rule's requests to the
+    terminal (`sl_moves`, `sl_refused`, `closes`, `close_refused`) and lists each refused one under `refused`
+    (entry `n`, `at`, `action`, `retcode`, `text`); `trades` holds one `TradeResult` per opened entry.
+    """
+
+    name: str
+    rule: str
+    params: dict[str, Any]
+    summary: dict[str, Any]
+    orders: dict[str, Any]
+    trades: tuple[TradeResult, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "params": self.params,
+            "summary": self.summary,
+            "orders": self.orders,
+            "trades": [_trade_dict(t) for t in self.trades],
+        }
+
+
+@dataclass(frozen=True)
 class Report:
     """What `dtms.replay.replay` found: the same entries managed by dtms and left alone (the baseline).
 
-    Everything in it derives from the inputs, so the same inputs give a byte-identical `to_json()`.
-    `bars` (for `plot`) and `timing` (wall-clock figures) are attached but never serialised.
+    `comparisons` holds the same entries under each one-line rule chosen (`Comparison`, by name). Everything
+    in it derives from the inputs, so the same inputs give a byte-identical `to_json()`. `bars` (for `plot`)
+    and `timing` (wall-clock figures) are attached but never serialised.
     """
 
     meta: dict[str, Any]
@@ -108,6 +135,7 @@ class Report:
     vwap_slope: dict[str, Any]
     engine: dict[str, Any]
     trades: tuple[tuple[TradeResult, TradeResult], ...]  # (managed, baseline) per opened entry
+    comparisons: dict[str, Comparison] = field(default_factory=dict)
     bars: npt.NDArray[np.void] | None = field(default=None, compare=False, repr=False)
     timing: dict[str, float] | None = field(default=None, compare=False)
 
@@ -123,6 +151,7 @@ class Report:
             "engine": self.engine,
             "transitions": self.transitions,
             "trades": [{"managed": _trade_dict(m), "baseline": _trade_dict(b)} for m, b in self.trades],
+            "comparisons": {name: c.to_dict() for name, c in self.comparisons.items()},
         }
 
     @property
@@ -313,13 +342,18 @@ def render(report: Report, *, trades: bool = True) -> str:
         lines.append("adjusted for the timeframes: " + ", ".join(f"{k} = {v:g}" for k, v in adjusted.items()))
     lines += [f"warning: {w}" for w in meta.get("warnings") or ()]
     lines.append("")
-    rows = [("", "managed", "baseline")]
-    rows += [(label, _num(m[key], fmt), _num(b[key], fmt)) for label, key, fmt in _ROWS]
-    for reason in sorted(set(m["exits"]) | set(b["exits"])):
-        rows.append((f"exits: {reason}", str(m["exits"].get(reason, 0)), str(b["exits"].get(reason, 0))))
-    width = max(len(r[0]) for r in rows)
-    cols = [max(len(r[i]) for r in rows) for i in (1, 2)]
-    lines += [f"{r[0]:<{width}}  {r[1]:>{cols[0]}}  {r[2]:>{cols[1]}}" for r in rows]
+    sides = [("managed", m), ("baseline", b)]
+    sides += [(name, c.summary) for name, c in report.comparisons.items()]
+    rows = [("", *(name for name, _ in sides))]
+    rows += [(label, *(_num(side[key], fmt) for _, side in sides)) for label, key, fmt in _ROWS]
+    for reason in sorted({r for _, side in sides for r in side["exits"]}):
+        rows.append((f"exits: {reason}", *(str(side["exits"].get(reason, 0)) for _, side in sides)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines += [
+        "  ".join([r[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True))])
+        for r in rows
+    ]
+    lines += _render_comparisons(report)
     lines += ["", "time in state (managed)"]
     for state, v in report.states.items():
         if v["seconds"]:
@@ -352,6 +386,31 @@ def render(report: Report, *, trades: bool = True) -> str:
         for managed, unmanaged in report.trades:
             lines += _render_trade(managed, unmanaged)
     return "\n".join(lines) + "\n"
+
+
+_DIFFS: Final = (("expectancy", "expectancy_r", "+.3f"), ("avg loss", "avg_loss_r", "+.2f"))
+
+
+def _minus(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def _render_comparisons(report: Report) -> list[str]:
+    """What each comparison rule did, its requests to the terminal, and managed - rule in R."""
+    if not report.comparisons:
+        return []
+    lines = ["", "comparisons: the same entries, fills and price path under one-line rules (managed - rule)"]
+    m = report.managed
+    for name, c in report.comparisons.items():
+        o = c.orders
+        diff = [f"{label} {_num(_minus(m[key], c.summary[key]), fmt)}" for label, key, fmt in _DIFFS]
+        lines.append(f"  {name}: {c.rule}")
+        drawdown = _num(_minus(m["max_drawdown"], c.summary["max_drawdown"]), "+,.2f")
+        lines.append(
+            f"    managed - rule: {', '.join(diff)} R, max drawdown {drawdown}; SL moves {o['sl_moves']} "
+            f"(refused {o['sl_refused']}), closes {o['closes']} (refused {o['close_refused']})"
+        )
+    return lines
 
 
 def _clock(text: str) -> str:
@@ -600,6 +659,7 @@ __all__ = [
     "ARMED",
     "STATES",
     "ActionMark",
+    "Comparison",
     "Report",
     "StateMark",
     "TradeResult",

@@ -241,10 +241,10 @@ def test_time_in_states_runs_from_entry_to_exit() -> None:
 
 
 def test_render_shows_both_columns_aligned(run: Report) -> None:
-    """The table has a managed and a baseline column, every row the same width."""
+    """The table has a managed, a baseline and a column per comparison rule, every row the same width."""
     text = render(run)
     rows = text.split("\n\n")[1].splitlines()
-    assert rows[0].split() == ["managed", "baseline"]
+    assert rows[0].split() == ["managed", "baseline", *run.comparisons]
     assert len({len(r) for r in rows}) == 1
     assert any(r.startswith("win rate") for r in rows)
     assert "time in state (managed)" in text

@@ -17,6 +17,7 @@ from dtms.cli import cli
 from dtms.cli.operate import IntList
 from dtms.errors import InvalidArgumentError
 from dtms.replay import Entry, SweepError, SweepReport, replay, sweep, synthetic
+from dtms.replay.rules import COMPARISONS
 from dtms.replay.sweep import stats
 from dtms.report import Report
 
@@ -170,6 +171,28 @@ def test_groups_combine_the_seeds_of_each_density(swept: SweepReport) -> None:
     for g in swept.groups:
         values = [r.report.managed["expectancy_r"] for r in swept.runs if r.params["every"] == g["every"]]
         assert g["managed"]["expectancy_r"] == expected(values)
+
+
+@pytest.mark.slow
+def test_each_comparison_rule_is_a_side_with_managed_minus_rule(swept: SweepReport) -> None:
+    """summary.comparisons[rule] is the rule's mean and spread; summary.versus[rule] is managed - rule."""
+    reports = swept.reports
+    s = swept.summary
+    assert list(s["comparisons"]) == list(s["versus"]) == list(COMPARISONS)
+    for name in COMPARISONS:
+        for key in METRICS:
+            c = [r.comparisons[name].summary[key] for r in reports]
+            m = [r.managed[key] for r in reports]
+            assert s["comparisons"][name][key] == expected([v for v in c if v is not None]), (name, key)
+            d = [a - b for a, b in zip(m, c, strict=True) if a is not None and b is not None]
+            assert s["versus"][name][key] == expected(d), (name, key)
+    data = json.loads(swept.to_json())
+    assert data["runs"][0]["comparisons"] == {n: c.summary for n, c in reports[0].comparisons.items()}
+    text = swept.render()
+    assert "comparisons: the same entries under one-line rules" in text
+    row = next(line for line in text.splitlines() if line.startswith("chandelier_2atr"))
+    v = s["versus"]["chandelier_2atr"]["expectancy_r"]
+    assert f"{v['mean']:+.3f} ± {v['stdev']:.3f}" in row
 
 
 def test_stats_of_none_one_and_several_values() -> None:

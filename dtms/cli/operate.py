@@ -408,6 +408,24 @@ class IntList(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # gener
         return out
 
 
+class Comparisons(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic from click 8.2
+    """Comparison rules as a comma list of names, `all` or `none` (`dtms.replay.rules.comparisons`)."""
+
+    name = "rules"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[str, ...]:
+        if isinstance(value, tuple):
+            return value
+        from dtms.replay.rules import comparisons
+
+        try:
+            return comparisons(str(value))
+        except dtms.InvalidArgumentError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 @cli.command("replay")
 @click.argument("bars", type=FilePath(exists=True))
 @click.option(
@@ -468,14 +486,33 @@ class IntList(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # gener
     type=click.IntRange(1),
     help="Worker processes for a sweep (several seeds or --every values; default: every core).",
 )
+@click.option(
+    "--compare",
+    "compare",
+    type=Comparisons(),
+    default="all",
+    show_default=True,
+    help="Comparison rules run on the same entries: a comma list of breakeven_1r, chandelier_2atr, "
+    "chandelier_3atr, time_stop; all; or none.",
+)
+@click.option(
+    "--time-stop-bars",
+    type=click.IntRange(1),
+    default=20,
+    show_default=True,
+    help="The time_stop comparison closes a trade after this many bars of the data.",
+)
 def replay_command(bars: Path, symbol: str | None, entries_path: Path | None, every: list[int] | None,
                    seeds: list[int], timeframes: str | None, sl_atr: float, tp_r: float, no_tp: bool,
                    volume: float, balance: float, warmup: int | None, config_path: Path | None, as_json: bool,
                    out_path: Path | None, plot_path: Path | None, plot_trade: int | None, exact: bool,
-                   keep_seconds: bool, jobs: int | None) -> None:  # fmt: skip
+                   keep_seconds: bool, jobs: int | None, compare: tuple[str, ...],
+                   time_stop_bars: int) -> None:  # fmt: skip
     """Replay BARS (a MetaTrader CSV export or a plain OHLCV CSV) through the engine, beside the unmanaged
-    baseline, and report both. Deterministic: the same inputs give the same report. Several seeds or
-    densities (--seeds 1-5 --every 12,24,48) run as a sweep across the cores, with a combined report."""
+    baseline and one-line comparison rules (breakeven at +1 R, chandelier stops, a time stop) on the same
+    entries, and report them side by side. Deterministic: the same inputs give the same report. Several
+    seeds or densities (--seeds 1-5 --every 12,24,48) run as a sweep across the cores, with a combined
+    report."""
     from rich.progress import Progress
 
     from dtms import replay as rp
@@ -489,7 +526,7 @@ def replay_command(bars: Path, symbol: str | None, entries_path: Path | None, ev
     kwargs: dict[str, Any] = dict(
         symbol=symbol or symbol_from_path(bars), entries=entries_path, config=config, timeframes=pair,
         sl_atr=sl_atr, tp_r=None if no_tp else tp_r, volume=volume, balance=balance, warmup=warmup,
-        exact=exact, scale_time=not keep_seconds,
+        exact=exact, scale_time=not keep_seconds, compare=compare, time_stop_bars=time_stop_bars,
     )  # fmt: skip
     if len(seeds) * len(every or [None]) > 1:
         if plot_path is not None or plot_trade is not None:

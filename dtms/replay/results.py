@@ -15,9 +15,16 @@ from dtms.replay.inputs import _SL_ACTIONS, REPLAY_MAGIC
 from dtms.replay.rig import Opened, Plan, open_terminal, utc
 from dtms.report import ARMED, ActionMark, StateMark, TradeResult, percentiles
 
+#: The comment of a comparison rule's closing deal, before the exit reason it reports (`rule-time`).
+RULE_CLOSE_PREFIX: Final = "rule-"
+
 
 def exit_reason(deal: Deal) -> str:
-    return "dtms" if deal.comment.startswith("dtms-") else deal.reason
+    if deal.comment.startswith("dtms-"):
+        return "dtms"
+    if deal.comment.startswith(RULE_CLOSE_PREFIX):
+        return deal.comment.removeprefix(RULE_CLOSE_PREFIX)
+    return deal.reason
 
 
 def trade_result(
@@ -150,6 +157,25 @@ def _timeline(
     return tuple(out)
 
 
+def rejected_result(o: Opened) -> TradeResult:
+    """An entry the managed run filled but this run's terminal refused: shown as `rejected`, never dropped."""
+    return TradeResult(
+        o.n,
+        o.entry.direction,
+        o.entry.volume,
+        o.entry.at.isoformat(),
+        o.price,
+        o.entry.sl,
+        o.entry.tp,
+        round(o.risk, 2),
+        o.entry.at.isoformat(),
+        o.price,
+        "rejected",
+        0.0,
+        0.0,
+    )
+
+
 def baseline(plan: Plan, opened: list[Opened]) -> list[TradeResult]:
     """The same entries, same fills, SL and TP held and nothing else: no engine, no store."""
     term, broker = open_terminal(plan)
@@ -174,23 +200,7 @@ def baseline(plan: Plan, opened: list[Opened]) -> list[TradeResult]:
     results = []
     for o, pid in zip(opened, ids, strict=True):
         if pid is None:  # refused here though the managed run filled it: shown, never silently dropped
-            results.append(
-                TradeResult(
-                    o.n,
-                    o.entry.direction,
-                    o.entry.volume,
-                    o.entry.at.isoformat(),
-                    o.price,
-                    o.entry.sl,
-                    o.entry.tp,
-                    round(o.risk, 2),
-                    o.entry.at.isoformat(),
-                    o.price,
-                    "rejected",
-                    0.0,
-                    0.0,
-                )
-            )
+            results.append(rejected_result(o))
             continue
         results.append(
             trade_result(Opened(o.n, o.entry, pid, o.price, o.risk), broker, positions, end, {pid: "main"})

@@ -1,10 +1,12 @@
-"""replay(bars, …) → Report: the engine on the simulated terminal with a stepped clock, plus the baseline.
+"""replay(bars, …) → Report: the engine on the simulated terminal with a stepped clock, plus the baseline
+and the comparison rules.
 
 The managed run (`dtms.replay.drive`) is the production engine (`dtms.engine.cycle.Engine`: signals, state
 machine, actions, rails) over `MT5Broker` and a simulated terminal whose clock only moves when replay
 advances it, with a private in-memory store. The baseline (`dtms.replay.results`) opens the same entries on a
-second terminal and holds SL and TP, nothing else. Same inputs, same report, byte for byte: no wall clock
-reaches it, and the event-driven and exact modes agree.
+second terminal and holds SL and TP, nothing else; each comparison rule (`dtms.replay.rules`) opens them on
+a terminal of its own and trails or closes them as a trader's one-line rule would. Same inputs, same report,
+byte for byte: no wall clock reaches it, and the event-driven and exact modes agree.
 """
 
 import os
@@ -35,6 +37,8 @@ from dtms.replay.inputs import (
 )
 from dtms.replay.results import baseline
 from dtms.replay.rig import Plan, effective_config, impossible_paths, utc
+from dtms.replay.rules import TIME_STOP_BARS, comparisons
+from dtms.replay.rules import compare as rules_compare
 from dtms.report import Report, action_counts, summarize, time_in_states
 from dtms.sim import loaders
 
@@ -56,6 +60,8 @@ def replay(
     progress: Callable[[int, int], object] | None = None,
     exact: bool = False,
     scale_time: bool = True,
+    compare: str | Sequence[str] | None = None,
+    time_stop_bars: int = TIME_STOP_BARS,
 ) -> Report:
     """Replay `bars` of `symbol` through the engine, and the same entries unmanaged; compare them.
 
@@ -76,6 +82,9 @@ def replay(
             (`dtms.replay.rig.BAR_TIMED`: start age, deep cadence and cooldown, flat and recovery timers,
             warning decay, data staleness) by the mapping, unless the config sets them; listed in
             `meta.config_adjusted`. Paths the timeframes still make impossible are listed in `meta.warnings`.
+        compare: the comparison rules to run on the same entries beside the baseline (`dtms.replay.rules`):
+            None (the default) for all of `COMPARISONS`, names (or one comma-separated string), `()` or
+            `"none"` for none. `time_stop_bars`: the `time_stop` rule's bars of the data (default 20).
 
     Raises:
         DataError: unreadable or inconsistent bars or entries, data too short, or timeframes the data cannot
@@ -92,9 +101,11 @@ def replay(
         ("volume", volume, volume > 0),
         ("balance", balance, balance > 0),
         ("warmup", warmup, warmup is None or (isinstance(warmup, int) and warmup >= 1)),
+        ("time_stop_bars", time_stop_bars, isinstance(time_stop_bars, int) and time_stop_bars >= 1),
     ):
         if not ok:
             raise InvalidArgumentError(f"{name} must be positive, not {value!r}")
+    chosen = comparisons(compare)
     rates, source, fmt = load_bars(bars)
     base_s = loaders.base_interval(rates)
     fast, slow = resolve_timeframes(base_s, timeframes, source)
@@ -133,6 +144,11 @@ def replay(
     wall1 = time.perf_counter()
     m_results = tuple(run.results)
     b_results = tuple(baseline(plan, opened))
+    wall2 = time.perf_counter()
+    compared, compare_timing = rules_compare(
+        plan, opened, chosen, time_stop_bars=time_stop_bars, timeframe=_name(base_s)
+    )
+    wall3 = time.perf_counter()
     steps = sum(
         int(
             np.searchsorted(times, _epoch(m.exit_at) + offset)
@@ -166,7 +182,7 @@ def replay(
     }
     if progress is not None:
         progress(len(times) - first, len(times) - first)
-    wall2 = time.perf_counter()
+    wall4 = time.perf_counter()
     return Report(
         meta=meta,
         managed=summarize(m_results),
@@ -176,11 +192,14 @@ def replay(
         vwap_slope=run.vwap,
         engine=engine_info,
         trades=tuple(zip(m_results, b_results, strict=True)),
+        comparisons=compared,
         bars=_utc_bars(rates, offset),
         timing={
-            "wall_s": wall2 - wall0,
+            "wall_s": wall4 - wall0,
             "managed_s": wall1 - wall0,
             "baseline_s": wall2 - wall1,
+            "compare_s": wall3 - wall2,
+            **compare_timing,
             "bar_trade_steps_per_s": steps / (wall1 - wall0) if wall1 > wall0 else 0.0,
             **{k: float(v) for k, v in run.work.items()},
         },

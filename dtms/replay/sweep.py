@@ -100,7 +100,9 @@ class SweepReport:
     `summary[side][metric]` for side `managed`, `baseline` and `difference` (managed - baseline, run by run)
     is `{n, mean, stdev, min, max}` over the runs where the metric is defined (`avg_loss_r` is undefined in a
     run without a loss); `stdev` is the sample standard deviation (None for fewer than two values). The
-    metrics are the numbers of `Report.managed` / `Report.baseline` plus `exits.<reason>` counts. `groups`
+    metrics are the numbers of `Report.managed` / `Report.baseline` plus `exits.<reason>` counts. Each
+    comparison rule of the runs is a side too, `summary["comparisons"][rule][metric]`, and managed - rule,
+    run by run, is `summary["versus"][rule][metric]`. `groups`
     holds the same statistics per (config, every) over its seeds. Like `Report`, everything but `timing`
     derives from the inputs: the same sweep gives a byte-identical `to_json()`, whatever `jobs`.
     """
@@ -132,6 +134,7 @@ class SweepReport:
                 },
                 "managed": rep.managed,
                 "baseline": rep.baseline,
+                "comparisons": {name: c.summary for name, c in rep.comparisons.items()},
             }
             if full:
                 item["report"] = rep.to_dict()
@@ -440,30 +443,53 @@ def stats(values: Sequence[float]) -> dict[str, Any]:
     }
 
 
+def _rules(reports: Sequence[Report]) -> list[str]:
+    """The comparison rules of the runs, in report order (every run of a sweep has the same ones)."""
+    names: dict[str, None] = {}
+    for rep in reports:
+        names.update(dict.fromkeys(rep.comparisons))
+    return list(names)
+
+
 def combine(reports: Sequence[Report]) -> dict[str, Any]:
-    """Per side (managed, baseline, difference) and metric, the statistics over `reports` (`SweepReport`)."""
-    reasons = sorted(
-        {r for rep in reports for s in (rep.managed, rep.baseline) for r in s.get("exits") or {}}
-    )
-    rows = [(_numbers(rep.managed, reasons), _numbers(rep.baseline, reasons)) for rep in reports]
+    """Per side (managed, baseline, difference) and metric, the statistics over `reports` (`SweepReport`);
+    per comparison rule the same under `comparisons` and managed - rule, run by run, under `versus`."""
+    rules = _rules(reports)
+
+    def sides(rep: Report) -> dict[str, Mapping[str, Any]]:
+        out: dict[str, Mapping[str, Any]] = {"managed": rep.managed, "baseline": rep.baseline}
+        out.update((f"rule:{n}", rep.comparisons[n].summary) for n in rules if n in rep.comparisons)
+        return out
+
+    reasons = sorted({r for rep in reports for s in sides(rep).values() for r in s.get("exits") or {}})
+    rows = [{k: _numbers(v, reasons) for k, v in sides(rep).items()} for rep in reports]
     keys: dict[str, None] = {}
-    for m, b in rows:
-        keys.update(dict.fromkeys(k for k in (*m, *b) if not k.startswith("exits.")))
+    for row in rows:
+        for numbers in row.values():
+            keys.update(dict.fromkeys(k for k in numbers if not k.startswith("exits.")))
     keys.update(dict.fromkeys(f"exits.{r}" for r in reasons))
-    out: dict[str, Any] = {"runs": len(reports)}
-    for side in SIDES:
-        out[side] = {}
+
+    def side(first: str, minus: str | None = None) -> dict[str, Any]:
+        """Statistics of side `first` (less side `minus`, run by run) over the runs where both are defined."""
+        out: dict[str, Any] = {}
         for key in keys:
             values = []
-            for m, b in rows:
-                mv, bv = m.get(key), b.get(key)
-                value = mv if side == "managed" else bv if side == "baseline" else None
-                if side == "difference" and mv is not None and bv is not None:
-                    value = mv - bv
-                if value is not None:
-                    values.append(value)
-            out[side][key] = stats(values)
-    return out
+            for row in rows:
+                a = row[first].get(key) if first in row else None
+                b = row[minus].get(key) if minus is not None and minus in row else None
+                if a is not None and (minus is None or b is not None):
+                    values.append(a if b is None else a - b)
+            out[key] = stats(values)
+        return out
+
+    return {
+        "runs": len(reports),
+        "managed": side("managed"),
+        "baseline": side("baseline"),
+        "difference": side("managed", "baseline"),
+        "comparisons": {n: side(f"rule:{n}") for n in rules},
+        "versus": {n: side("managed", f"rule:{n}") for n in rules},
+    }
 
 
 _NONE: Final = stats([])
@@ -524,6 +550,37 @@ def _table(rows: Sequence[Sequence[str]], left: int = 1) -> list[str]:
     ]
 
 
+#: The metrics the sweep's comparison table shows, each rule beside managed and baseline.
+_COMPARED: Final = ("expectancy_r", "avg_loss_r", "win_rate", "profit_factor", "net_profit", "max_drawdown")
+
+
+def _render_comparisons(s: Mapping[str, Any]) -> list[str]:
+    """Mean ± stdev of each comparison rule beside managed and baseline, then managed - rule per rule."""
+    rules = list(s.get("comparisons") or {})
+    if not rules:
+        return []
+    n = s["runs"]
+    lines = ["", "comparisons: the same entries under one-line rules (mean ± stdev over the runs)"]
+    rows: list[list[str]] = [["", "managed", "baseline", *rules]]
+    for key in _COMPARED:
+        label, spec = _metric(key)
+        cells = [_mean_sd(s[side][key], spec, n) for side in ("managed", "baseline")]
+        rows.append([label, *cells, *(_mean_sd(s["comparisons"][r][key], spec, n) for r in rules)])
+    lines += _table(rows)
+    lines += ["", "managed - rule, run by run (mean ± stdev; min … max)"]
+    rows = [["", *(f"{label}" for label, _ in map(_metric, _VERSUS)), "expectancy (R) min … max"]]
+    for r in rules:
+        v = s["versus"][r]
+        e = v["expectancy_r"]
+        span = "" if e["min"] is None else f"{_fmt(e['min'], '+.3f')} … {_fmt(e['max'], '+.3f')}"
+        rows.append([r, *(_mean_sd(v[key], _metric(key)[1], n) for key in _VERSUS), span])
+    lines += _table(rows)
+    return lines
+
+
+_VERSUS: Final = ("expectancy_r", "avg_loss_r", "net_profit", "max_drawdown")
+
+
 def render(report: SweepReport) -> str:
     """The sweep for people: mean ± stdev per metric (managed, baseline, difference), the runs, the groups."""
     meta, s = report.meta, report.summary
@@ -547,6 +604,7 @@ def render(report: SweepReport) -> str:
         span = "" if d["min"] is None else f"{_fmt(d['min'], spec)} … {_fmt(d['max'], spec)}"
         rows.append([label, _mean_sd(m, spec, n), _mean_sd(b, spec, n), _mean_sd(d, spec, n), span])
     lines += _table(rows)
+    lines += _render_comparisons(s)
     lines += ["", "runs (managed / baseline)"]
     named = grid["configs"] is not None
     head = ["config"] if named else []

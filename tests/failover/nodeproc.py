@@ -99,6 +99,7 @@ def run_node(path: str, name: str, events: Any, commands: Any, election: dict[st
             import apsw
 
             held = apsw.Connection(path)
+            held.set_busy_timeout(10_000)  # the leader's own write may hold the lock at this moment
             held.execute("BEGIN IMMEDIATE")
             put("holding_write", epoch=node.epoch, is_leader=node.is_leader)
         elif op == "epoch":
