@@ -21,6 +21,8 @@ from dtms.models import ActionStatus
 
 NAMES: Final = ("bot", "api", "agent", "worker", "cron", "ui")
 CTX: Final = mp.get_context("spawn")  # the same on Linux and Windows; no fork-inherited state
+#: How long a run past its duration still waits for the takeover after the killed leader (loaded machines).
+TAKEOVER_WAIT_S: Final = 30.0
 
 
 def _demo_config(tick_s: float) -> dict[str, Any]:
@@ -185,6 +187,7 @@ def run(
     started = time.monotonic()
     kill_at = started + duration / 3
     killed: tuple[str, float] | None = None
+    ready: set[str] = set()
     try:
         for i, name in enumerate(NAMES[:processes]):
             spawn(name, trades if i == 0 else 0)
@@ -194,9 +197,14 @@ def run(
 
             live_cm = Live(_table(store, notes), refresh_per_second=4)
         with live_cm as view:
-            while time.monotonic() - started < duration:
+            # Past `duration`, a takeover under way is still awaited (processes start slowly under load).
+            while time.monotonic() - started < duration or (
+                killed is not None and time.monotonic() - killed[1] < TAKEOVER_WAIT_S
+            ):
                 with contextlib.suppress(queue.Empty):
                     kind, name, _pid, epoch, t = events.get(timeout=0.25)
+                    if kind == "ready":
+                        ready.add(name)
                     if kind == "started":
                         result.epochs.append(epoch)
                         if killed is not None:
@@ -210,7 +218,12 @@ def run(
                             killed = None
                 if killed is None and time.monotonic() >= kill_at and not result.failovers:
                     lease = store.lease()
-                    if lease is not None and lease.holder is not None and lease.holder.name in procs:
+                    if (
+                        lease is not None
+                        and lease.holder is not None
+                        and lease.holder.name in procs
+                        and ready - {lease.holder.name}  # a follower is up to take over
+                    ):
                         victim = lease.holder.name
                         killed = (victim, time.monotonic())
                         os.kill(
