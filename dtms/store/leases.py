@@ -72,13 +72,9 @@ class LeasesMixin(StoreCore):
             reason = decide(row)
             if reason is None:
                 return None
+            who = (holder.name, holder.host, holder.pid, holder.proc_start, holder.boot_id, holder.token)
             values = (
-                holder.name,
-                holder.host,
-                holder.pid,
-                holder.proc_start,
-                holder.boot_id,
-                holder.token,
+                *who,
                 wall,
                 wall,
                 expires_wall,
@@ -115,18 +111,7 @@ class LeasesMixin(StoreCore):
             conn.execute(
                 "INSERT INTO lease_history (name, epoch, holder_name, host, pid, proc_start, boot_id, token, "
                 "acquired_at, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    name,
-                    epoch,
-                    holder.name,
-                    holder.host,
-                    holder.pid,
-                    holder.proc_start,
-                    holder.boot_id,
-                    holder.token,
-                    wall,
-                    reason,
-                ),
+                (name, epoch, *who, wall, reason),
             )
         return epoch, reason
 
