@@ -450,6 +450,75 @@ def test_recovery_re_adds_a_leg_with_the_main_sl_and_tp(tmp_path: Path) -> None:
     check_journal(rig)
 
 
+class _Died(BaseException):
+    """The leader process ending at this very point (no handler in dtms catches it)."""
+
+
+def test_a_leader_dying_as_it_records_a_re_add_leaves_no_orphan_position(tmp_path: Path, monkeypatch: Any) -> None:
+    """The re-add executed; the leader dies while it writes the new leg. The outcome and the leg commit together,
+    so the next leader finds the row still SENT, reconciles it from the deal and records the leg: no broker
+    position is left that no trade knows. (Written apart, the row was DONE and the leg lost.)"""
+    rig = make_rig(tmp_path, config=WIDE)
+    ident = rig.open_main(volume=1.0, sl_pips=100).identifier
+    rig.put_state(ident, S.WARNING_L1)
+    rig.step(ident, evaluation(-5))  # T3: closes 0.5
+    rig.step(ident, evaluation(-7))  # T5
+    rig.advance(960)
+    rig.step(ident, bos_after(rig))  # T7
+    rig.advance(1800)
+    update_trades = rig.store.update_trades
+
+    def dies_on_the_leg(epoch: int, updates: Any) -> Any:
+        if any("readds" in u.engine for u in updates.values()):
+            raise _Died
+        return update_trades(epoch, updates)
+
+    monkeypatch.setattr(rig.store, "update_trades", dies_on_the_leg)
+    with pytest.raises(_Died):
+        rig.step(ident, evaluation(2.0))  # T8: the re-add is sent and executes
+    monkeypatch.undo()
+    [re_add] = [a for a in rig.journal(ident) if a.action_type == "re_add_position"]
+    assert re_add.status is ActionStatus.SENT  # its DONE died with the leg
+    holder = Holder(name="second", host="h", pid=2, proc_start=None, boot_id=None, token="u")  # noqa: S106
+    taken = rig.store.take_over(holder, ttl_ms=10**9, now_boot_ms=0, lock_inode=None, decide=lambda row: "expired")
+    assert taken is not None
+    engine = Engine(rig.store, rig.broker, Gateway(rig.store, SoleLeadership(taken[0]), send_margin_s=0),
+                    rig.config, now=rig.term.now, notifier=rig.notifier)  # fmt: skip
+    engine.start(taken[0])
+    after = rig.trade(ident)
+    [leg] = after.engine["readds"]
+    assert {p.identifier for p in rig.broker.positions()} == {ident, leg["identifier"]}
+    assert next(a for a in rig.journal(ident) if a.action_id == re_add.action_id).status is ActionStatus.DONE
+    assert len([r for r in rig.sends() if (r.get("request") or {}).get("comment") == re_add.request["comment"]]) == 1  # type: ignore[index]
+    check_journal(rig)
+
+
+def test_a_close_begun_while_a_re_add_is_undecided_closes_its_position_too(tmp_path: Path) -> None:
+    """T8's re-add executed but its answer was lost (UNKNOWN) when T0 closes the trade: the close waits for the
+    re-add's decision, then closes its new position as well; only then is the trade CLOSED."""
+    rig = make_rig(tmp_path, config=WIDE)
+    ident = rig.open_main(volume=1.0, sl_pips=100).identifier
+    rig.put_state(ident, S.WARNING_L1)
+    rig.step(ident, evaluation(-5))  # T3: closes 0.5
+    rig.step(ident, evaluation(-7))  # T5
+    rig.advance(960)
+    rig.step(ident, bos_after(rig))  # T7
+    rig.advance(1800)
+    rig.term.inject("order_send", retcode=10012, action=DEAL, executed=True)
+    rig.step(ident, evaluation(2.0))  # T8: HEALTHY, the re-add executes, its answer is lost
+    [re_add] = [a for a in rig.journal(ident) if a.action_type == "re_add_position"]
+    assert re_add.status is ActionStatus.UNKNOWN
+    assert len(rig.broker.positions()) == 2
+    step, tid = rig.step(ident, evaluation(3.0, choch=True))
+    assert step.rule == "T0"
+    assert rig.broker.positions() == []  # the main and the re-added position
+    after = rig.trade(ident)
+    assert after.state is S.CLOSED
+    assert [leg["identifier"] for leg in after.engine["readds"]] != []
+    assert not rig.store.open_actions() and rig.transition_status(tid) == "applied"  # type: ignore[arg-type]
+    check_journal(rig)
+
+
 def test_recovery_re_add_on_a_netting_account_enlarges_the_main_position(tmp_path: Path) -> None:
     """Netting: the re-add adds to the one position (SL/TP kept); it is not a separate leg to close later."""
     rig = make_rig(tmp_path, account="netting")

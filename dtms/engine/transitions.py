@@ -232,6 +232,18 @@ class Transitions:
             retrying = True
         if retrying:
             return "pending"
+        if self._settle_strays(epoch, tr, trade, now):
+            return "pending"
+        fresh = self.store.get_trade(trade.identifier) or trade
+        late = [leg for leg in self.legs_to_close(fresh, include_main=False) if leg not in by_leg]
+        for leg in late:  # a re-add decided DONE only now: it is closed with the rest
+            self.store.journal_intent(
+                epoch, identifier=trade.identifier, idempotency_key=f"{tr['transition_id']}:{leg}:late",
+                leg=leg, action_type=ActionType.CLOSE_ALL.value, params={"primary": True},
+                transition_id=tr["transition_id"],
+            )  # fmt: skip
+        if late:
+            return self.drive(epoch, tr["transition_id"], now)
         # A main position owned by another manager was left alone (not_owner): released to its owner (§9).
         released = any(a.leg == "main" and a.status is ActionStatus.SKIPPED
                        and (a.result or {}).get("reason") == "not_owner" for a in legs)  # fmt: skip
@@ -316,8 +328,7 @@ class Transitions:
             trade = self.store.get_trade(action.identifier)
             if trade is None or not trade.is_open:
                 return
-            result = self._run(epoch, action, trade, self.context(trade, None))
-            self._after_secondary(epoch, action, trade, result, now)
+            self._run(epoch, action, trade, self.context(trade, None), self._secondary_settler(epoch, trade))
 
     def retry_open_actions(self, epoch: int, trade: Trade, now: datetime) -> None:
         """Secondary actions of applied transitions still open (INTENT/SENT/UNKNOWN): run or reconcile
@@ -325,34 +336,65 @@ class Transitions:
         for action in self.store.open_actions(trade.identifier):
             if action.params.get("primary"):
                 continue
-            result = self._run(epoch, action, trade, self.context(trade, None))
-            self._after_secondary(epoch, action, trade, result, now)
+            self._run(epoch, action, trade, self.context(trade, None), self._secondary_settler(epoch, trade))
 
-    def _after_secondary(
-        self, epoch: int, action: Action, trade: Trade, result: Result, now: datetime
-    ) -> None:
-        if result.status is ActionStatus.DONE and action.action_type == ActionType.RE_ADD_POSITION.value:
-            if result.detail.get("identifier") == trade.identifier:
-                self._netted_re_add(epoch, trade, float(result.detail.get("volume") or 0.0))
+    def _settle_strays(self, epoch: int, tr: dict[str, Any], trade: Trade, now: datetime) -> bool:
+        """The trade's other actions still open once its close_all legs are done. One never sent is dropped
+        (SKIPPED `trade_closing`: a closing trade adds nothing); one sent whose answer is not known (a re-add
+        sent just before the close began) is reconciled first, since its position, if it exists, must be
+        closed too before the trade may be CLOSED. True while any is undecided."""
+        strays = [
+            a for a in self.store.open_actions(trade.identifier) if a.transition_id != tr["transition_id"]
+        ]
+        for action in strays:
+            if action.status is ActionStatus.INTENT:
+                self.executor.gateway.outcome(
+                    epoch, action, ActionStatus.SKIPPED, result={"reason": "trade_closing"}
+                )
             else:
-                leg = {"identifier": result.detail.get("identifier"), "volume": result.detail.get("volume")}
-                readds = [*(trade.engine.get("readds") or []), leg]
-                self.store.update_trades(epoch, {trade.identifier: TradeUpdate(engine={"readds": readds})})
-        if result.status is ActionStatus.FAILED and action.transition_id is not None:
-            tries = [a for a in self.store.transition_actions(action.transition_id)
-                     if a.action_type == action.action_type and a.leg == action.leg]  # fmt: skip
-            if len(tries) < self.config.execution.secondary_attempts:
-                self.store.journal_intent(
-                    epoch, identifier=trade.identifier,
-                    idempotency_key=f"{action.transition_id}:{action.action_type}:{action.leg}:retry{len(tries)}",
-                    leg=action.leg, action_type=action.action_type,
-                    params={k: v for k, v in action.params.items() if k != "fallback"},
-                    transition_id=action.transition_id,
-                )  # fmt: skip
+                self._run(
+                    epoch, action, trade, self.context(trade, None), self._secondary_settler(epoch, trade)
+                )
+        return any(a.transition_id != tr["transition_id"] for a in self.store.open_actions(trade.identifier))
 
-    def _netted_re_add(self, epoch: int, trade: Trade, added: float) -> None:
+    def _secondary_settler(self, epoch: int, trade: Trade) -> Any:
+        """What a resolved secondary writes in the same fenced transaction as its outcome: a re-add's new leg
+        (or, netting, the main position's volumes), a failed action's retry intent. Written apart, a leader
+        killed between the two would leave a re-added position that no trade knows (an orphan)."""
+
+        def settle(action: Action, result: Result) -> Any:
+            if result.status is ActionStatus.DONE and action.action_type == ActionType.RE_ADD_POSITION.value:
+                if result.detail.get("identifier") == trade.identifier:
+                    return self._netted_re_add(epoch, trade, float(result.detail.get("volume") or 0.0))
+                leg = {"identifier": result.detail.get("identifier"), "volume": result.detail.get("volume")}
+                return lambda: self._add_leg(epoch, trade.identifier, leg)
+            if result.status is ActionStatus.FAILED and action.transition_id is not None:
+                return lambda: self._retry_secondary(epoch, action, trade)
+            return None
+
+        return settle
+
+    def _add_leg(self, epoch: int, identifier: int, leg: dict[str, Any]) -> None:
+        current = self.store.get_trade(identifier)  # inside the outcome's transaction: the legs as they are
+        readds = [*((current.engine.get("readds") if current is not None else None) or []), leg]
+        self.store.update_trades(epoch, {identifier: TradeUpdate(engine={"readds": readds})})
+
+    def _retry_secondary(self, epoch: int, action: Action, trade: Trade) -> None:
+        tries = [a for a in self.store.transition_actions(action.transition_id or 0)
+                 if a.action_type == action.action_type and a.leg == action.leg]  # fmt: skip
+        if len(tries) < self.config.execution.secondary_attempts:
+            self.store.journal_intent(
+                epoch, identifier=trade.identifier,
+                idempotency_key=f"{action.transition_id}:{action.action_type}:{action.leg}:retry{len(tries)}",
+                leg=action.leg, action_type=action.action_type,
+                params={k: v for k, v in action.params.items() if k != "fallback"},
+                transition_id=action.transition_id,
+            )  # fmt: skip
+
+    def _netted_re_add(self, epoch: int, trade: Trade, added: float) -> Callable[[], object]:
         """Netting: the re-add enlarged the main position itself (spec §5.4). It is no leg of its own: the
-        current volume is re-read and the closed volume reduced by the re-added volume."""
+        current volume is re-read (before the transaction) and the closed volume reduced by the re-added
+        volume."""
         try:
             position = self.executor.broker.position(trade.identifier)
         except BrokerError:
@@ -360,7 +402,7 @@ class Transitions:
         volume = position.volume if position is not None else trade.volume + added
         closed = max(0.0, round(trade.closed_volume - added, 8))
         update = TradeUpdate({"volume": volume, "closed_volume": closed})
-        self.store.update_trades(epoch, {trade.identifier: update})
+        return lambda: self.store.update_trades(epoch, {trade.identifier: update})
 
     def _emit(self, event: Any, now: datetime, trade: Trade, **fields: Any) -> None:
         self.notifier.emit(

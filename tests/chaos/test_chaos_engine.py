@@ -361,13 +361,29 @@ def _check(store: dtms.Store, term: Any, broker: MT5Broker, registered: list[int
     assert all(n == 1 for n in deals.values()), {k: n for k, n in deals.items() if n > 1}
     # Every intent resolved; every open position managed.
     assert not store.open_actions() and not store.pending_transitions()
+    # A closed trade's legs are closed too: only an open trade's main, hedge and re-adds may remain.
     legs = set()
     for t in trades:
         hedge = t.engine.get("hedge") or {}
-        legs |= {hedge.get("identifier")} | {r.get("identifier") for r in t.engine.get("readds") or []}
+        if t.is_open:
+            legs |= {hedge.get("identifier")} | {r.get("identifier") for r in t.engine.get("readds") or []}
     open_trades = {t.identifier for t in trades if t.is_open}
     for position in broker.positions():
-        assert position.identifier in open_trades or position.identifier in legs, position
+        assert position.identifier in open_trades or position.identifier in legs, _orphan(store, broker, position)
     # Audit: no commit under a stale epoch — journal epochs never exceed the epoch current at the end.
     assert max((a.epoch for a in store.actions(limit=10**7)), default=0) <= epochs[-1]
     assert store.integrity_check() == "ok"
+
+
+def _orphan(store: dtms.Store, broker: MT5Broker, position: Any) -> str:
+    """Why a broker position is nobody's: its opening deal, the journal row whose tag it carries, that row's
+    trade and the epochs around it."""
+    deals = [d for d in broker.deals(position.identifier, since=None) if d.entry == "in"]
+    comment = deals[0].comment if deals else ""
+    rows = [a for a in store.actions(limit=10**7) if (a.request or {}).get("comment") == comment]
+    trades = [store.get_trade(a.identifier) for a in rows]
+    epochs = {a.epoch for a in rows}
+    history = [h for h in store.lease_history() if any(abs(h["epoch"] - e) <= 2 for e in epochs)]
+    return (f"orphan {position}; opened by {comment!r}; journal {[(a.action_id, a.epoch, a.action_type, a.status.value, a.attempts, a.result, a.request) for a in rows]}; "
+            f"trades {[(t.identifier, t.state.value, t.engine.get('hedge'), t.engine.get('readds')) for t in trades if t]}; "
+            f"epochs {history}")  # fmt: skip
