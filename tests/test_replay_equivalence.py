@@ -95,3 +95,22 @@ def test_hedges_and_the_flat_timer() -> None:
     exact, event = both(synthetic(SYMBOL, days=1, seed=1), every=6, seed=1, config=config)
     assert_identical(exact, event)
     assert "open_hedge" in exact.actions
+
+
+def test_d1_bars_with_hourly_baselines_skipped_in_bulk() -> None:
+    """Daily bars: a quiet stretch spans days, and the event mode records the rails' hourly baselines only
+    where one can matter (`_Idle._hours_clear`). Hourly fast checks keep the exact mode affordable; the
+    reconciliation every 20 min gives each hour ticks that see a rail tripped inside it. (Without the band
+    test in `_hours_clear` the reports differ: 210 rail changes against 44.)"""
+    bars = synthetic(SYMBOL, days=330, seed=4, timeframe="D1")  # 30 weeks warm the W1 bars
+    fast = {k: 3600.0 for k in ("fast_s", "hedged_fast_s", "flat_fast_s", "high_vol_fast_s")}
+    config = {"monitoring": fast, "reconcile": {"interval_s": 1200.0},
+              "rails": {"daily_loss": 0.003, "hourly_loss": 0.0008}}  # fmt: skip
+    exact, event = both(bars, every=8, seed=3, warmup=30, timeframes=("D1", "W1"), config=config,
+                        balance=20_000.0)  # fmt: skip
+    assert_identical(exact, event)
+    assert exact.engine["transitions"] > 0
+    assert exact.engine["events"].get("rail_changed", 0) >= 2, "the rails never tripped and cleared"
+    assert event.timing is not None
+    hours = (bars["time"][-1] - bars["time"][0]) // 3600 - 30 * 7 * 24
+    assert event.timing["hour_records"] * 4 < hours, "the hourly baselines were not skipped in bulk"

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dtms.sim
 from dtms.errors import ConfigError, DataError
@@ -145,6 +147,31 @@ def test_crossing_is_found_inside_the_first_bar_that_reaches_the_level() -> None
     assert price == 0.93
     assert series.first_cross(0, 240_000, 0.9, below=True, ask=False) == (180_000, 0.8)  # through the gap
     assert series.first_cross(0, 179_000, 0.9, below=True, ask=False) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(-30_000, 400_000), st.integers(0, 400_000))
+def test_bid_range_is_the_lowest_and_highest_point_of_the_path(t0: int, length: int) -> None:
+    """`bid_range` over [t0, t1] (bars, a gap, before and after the data) equals the extremes of the very line
+    `first_cross` tests, sampled at every millisecond where it can turn and at both ends."""
+    rates = np.zeros(4, dtype=RATES_DTYPE)
+    rates["time"] = [0, 60, 180, 240]  # a pause between the second and third bar
+    rates["open"], rates["high"], rates["low"], rates["close"] = (
+        [1.0, 1.0, 0.8, 0.9],
+        [1.1, 1.05, 0.85, 1.2],
+        [0.95, 0.92, 0.7, 0.88],
+        [1.0, 0.95, 0.75, 1.1],
+    )
+    series = Series(rates, 60, 0.01, 2)
+    t1 = t0 + length
+    seen = [t0, t1] + [t for k in range(4) for t in series._points(k)[0] if t0 <= t <= t1]
+
+    def price(t: int) -> float:
+        k = series.index(t)
+        return float(rates["open"][0]) if k < 0 else series._line(k, t)
+
+    values = [price(t) for t in seen]
+    assert series.bid_range(t0, t1) == (min(values), max(values))
 
 
 def _export(rates: np.ndarray, style: str) -> str:

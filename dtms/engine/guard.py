@@ -125,6 +125,12 @@ class Guard:
         self._equity = equity
         return True
 
+    def day_baseline(self) -> tuple[datetime | None, float | None]:
+        """The UTC day whose B0 is held, and that B0 (None, None before the first baseline)."""
+        base = self._baseline or {}
+        day, b0 = base.get("day"), base.get("b0")
+        return (None if day is None else datetime.fromisoformat(day)), (None if b0 is None else float(b0))
+
     def equity_band(self) -> tuple[float, float]:
         """Equity strictly inside which the loss rails keep the verdict of the last tick (the wake
         contract)."""

@@ -21,7 +21,7 @@ from dtms.broker import MT5Broker
 from dtms.broker.base import Position, SymbolSpec
 from dtms.engine.cycle import Engine
 from dtms.engine.symbols import timeframe_s
-from dtms.engine.wake import Band, Side, Wake
+from dtms.engine.wake import MARGIN, Band, Side, Wake
 from dtms.gateway import Gateway, SoleLeadership
 from dtms.models import Holder
 from dtms.replay.inputs import _LEG_ACTIONS, _PROGRESS_STEPS, REPLAY_MAGIC, Entry
@@ -31,6 +31,7 @@ from dtms.report import TradeResult
 from dtms.sim.feed import Series
 
 _HOUR_MS = 3_600_000
+_DAY_MS = 86_400_000
 
 
 def _ms(at: datetime | None) -> int | None:
@@ -74,8 +75,11 @@ class _Idle:
         balance: float,
         tick: tuple[float, float],
         point: float,
+        baseline: tuple[int | None, float | None, float] = (None, None, 0.0),
     ) -> None:
         self.drift, self.plan, self.series = drift, plan, series
+        # The UTC day (ms) whose B0 the engine holds, that B0, and the account balance (a new day's B0).
+        self.baseline = baseline
         self.off = plan.offset * 1000
         self.last = {t.identifier: _ms(t.last_fast_at) for t in wake.trades}
         self.interval = {t.identifier: round(t.interval_s * 1000) for t in wake.trades}
@@ -118,6 +122,7 @@ class _Idle:
         self.clear = wake.rails_clear and bool(positions)
         if positions:
             self._band(_equity_band(wake.equity, positions, balance, tick, s_min, s_max), now)
+        self.equity_left = self.until < self.until_trades  # the price leaves this hour's equity band first
         self.tick = grid = round(plan.config.loop.tick_s * 1000)
         origin = plan.start_ms
         points = [
@@ -161,13 +166,15 @@ class _Idle:
         """The idle tick at driver time `c` is the first of a new UTC hour (it records the baseline)."""
         return (c + self.drift) // _HOUR_MS != self.prev // _HOUR_MS
 
-    def rebase(self, c: int, equity: tuple[float, float]) -> None:
+    def rebase(self, c: int, equity: tuple[float, float], day: tuple[int | None, float | None]) -> None:
         """The hourly baseline was recorded at driver time `c`: the loss rails' band is new from there on."""
         at = c + self.drift
         positions, balance, tick = self.account
         self.until = self.until_trades
         s_min, s_max = self.spreads
         self._band(_equity_band(equity, positions, balance, tick, s_min, s_max), at)
+        self.equity_left = self.until < self.until_trades
+        self.baseline = (*day, self.baseline[2])
 
     def _exit(self, start: int, level: float, *, below: bool, ask: bool) -> None:
         """Bring `until` forward to when the path (from `start`) first reaches `level`."""
@@ -194,7 +201,15 @@ class _Idle:
         at = c + self.drift
         if not self.regular or not self.idle(c):
             return None
-        end = min(self.until, (self.prev // _HOUR_MS + 1) * _HOUR_MS)
+        hour = (self.prev // _HOUR_MS + 1) * _HOUR_MS
+        end = min(self.until, hour)
+        if self.clear and hour < self.until_trades and not (self.equity_left and self.until <= hour):
+            # The band of this hour holds to its end: the hours after it whose records change nothing are
+            # skipped too, up to the one that must be recorded (`_hours_clear`).
+            cap = None if limit is None else (limit + self.drift) // _HOUR_MS * _HOUR_MS
+            end = max(end, self._hours_clear(hour, cap))
+            if end > hour:
+                self.until = self.until_trades  # the new hour's band replaces this one's
         if limit is not None:
             end = min(end, limit + self.drift)
         if end <= at:
@@ -210,6 +225,43 @@ class _Idle:
             self.prev = max(self.prev, end - 1 - (end - 1 - self.plan.start_ms) % self.tick)
         self.dirty = True
         return self.next_due(self.prev - self.drift)
+
+    def _hours_clear(self, first: int, cap: int | None) -> int:
+        """The first whole hour from `first` (at most `cap`: the hour of an entry, whose tick records the
+        baseline of its own hour) whose baseline the driver must record: before it, each hour's
+        record would only store its baselines (no rail trips at its first tick) and the price path would not
+        leave the band those baselines give, to the hour's end. Conservative: E_h comes from the linear equity
+        model (`_equity_band`), widened by its rounding, and the band narrowed by a point; any doubt stops
+        the scan there, and that hour is recorded and banded exactly as before."""
+        positions, balance, tick = self.account
+        a, b, c = _linear(positions, balance, tick)
+        pad = 0.01 * (len(positions) + 1)
+        s_max = self.spreads[1]
+        rails = self.plan.config.rails
+        day, b0, new_b0 = self.baseline
+        g = first
+        while g + _HOUR_MS < self.until_trades and (cap is None or g < cap):
+            if g // _DAY_MS * _DAY_MS != day:
+                day, b0 = g // _DAY_MS * _DAY_MS, new_b0
+            if b0 is None:
+                return g
+            bid, ask, _ = self.series.quote(g + self.off)
+            equity = a + b * bid + c * (ask - bid)
+            if b0 > 0:
+                if rails.hourly_loss * b0 <= 0 or equity - pad - 0.01 <= b0 - rails.daily_loss * b0:
+                    return g  # the record refuses, or the rail trips at once: the tick runs
+                floor = max(b0 - rails.daily_loss * b0, equity + pad - rails.hourly_loss * b0)
+                e_lo = floor + 0.01 + abs(b0) * MARGIN + pad - a - c * s_max
+                if abs(b) < 1e-12:
+                    if e_lo >= 0:
+                        return g
+                else:
+                    lo, hi = self.series.bid_range(g + self.off, g + _HOUR_MS + self.off)
+                    level = e_lo / b
+                    if (lo <= level + 2 * self.point) if b > 0 else (hi >= level - 2 * self.point):
+                        return g
+            g += _HOUR_MS
+        return g
 
     def skip(self, c: int) -> None:
         """Record an idle tick at driver time `c`: the fast checks and reconciliation it would have run."""
@@ -243,6 +295,19 @@ class _Idle:
         self.changed, self.dirty = {}, False
 
 
+def _linear(
+    positions: Sequence[Position], balance: float, tick: tuple[float, float]
+) -> tuple[float, float, float]:
+    """Equity as a + b bid + c spread over these positions (before the terminal rounds it to cents)."""
+    size, value = tick
+    k = value / size if size else 0.0
+    signs = [(1.0 if p.direction == "BUY" else -1.0, p) for p in positions]
+    a = balance - sum(sign * p.volume * k * p.price_open for sign, p in signs)
+    b = k * sum(sign * p.volume for sign, p in signs)
+    c = -k * sum(p.volume for sign, p in signs if sign < 0)
+    return a, b, c
+
+
 def _equity_band(
     equity: tuple[float, float],
     positions: Sequence[Position],
@@ -252,12 +317,7 @@ def _equity_band(
     s_max: float,
 ) -> Band:
     """The loss rails' equity band as a band on the bid: equity = a + b bid + c spread, with c ≤ 0."""
-    size, value = tick
-    k = value / size if size else 0.0
-    signs = [(1.0 if p.direction == "BUY" else -1.0, p) for p in positions]
-    a = balance - sum(sign * p.volume * k * p.price_open for sign, p in signs)
-    b = k * sum(sign * p.volume for sign, p in signs)
-    c = -k * sum(p.volume for sign, p in signs if sign < 0)
+    a, b, c = _linear(positions, balance, tick)
     pad = 0.01 * (len(positions) + 1)  # the terminal rounds each profit and their sum to cents
     e_lo, e_hi = equity[0] + pad - a - c * s_max, equity[1] - pad - a - c * s_min
     symbol = positions[0].symbol
@@ -324,7 +384,7 @@ def managed(
     bar_ms = (plan.rates["time"][first:].astype(np.int64) - plan.offset) * 1000
     total, shown = len(bar_ms), 0
     idle: _Idle | None = None
-    real = 0
+    real = hours = 0
     while True:
         t = min([x for x in (queue[-1][2] if queue else None, next_tick) if x is not None], default=None)
         if t is None or t >= plan.end_ms:
@@ -366,10 +426,11 @@ def managed(
                 term.advance((t - now_ms) / 1000)  # the baseline is the account's equity at this tick
                 now_ms = t
                 band = engine.record_hour(epoch)
+                hours += 1
                 if band is None:  # not recorded: the tick runs
                     idle.until = t + idle.drift
                 else:
-                    idle.rebase(t, band)
+                    idle.rebase(t, band, _day(engine))
             if idle is not None and idle.idle(t):
                 idle.skip(t)
                 last_tick = t
@@ -431,11 +492,18 @@ def managed(
     }
     work = {
         "ticks_run": real,
+        "hour_records": hours,
         "fast_checks": counters.get("fast_checks", 0),
     }
     vwap = vwap_slopes(broker, plan, observed)
     store.close()
     return Managed(results, opened, rejected, info, work, vwap)
+
+
+def _day(engine: Engine) -> tuple[int | None, float | None]:
+    """The UTC day (ms) whose B0 the engine holds, and that B0."""
+    day, b0 = engine.guard.day_baseline()
+    return (None if day is None else round(day.timestamp() * 1000)), b0
 
 
 def _idle(
@@ -455,6 +523,7 @@ def _idle(
         return None
     drift = round(now.timestamp() * 1000) - now_ms
     account = broker.account()
+    day, b0 = _day(engine)
     positions = [p for p in broker.positions() if p.symbol == plan.symbol]
     return _Idle(
         wake,
@@ -466,6 +535,7 @@ def _idle(
         account.equity - account.profit,
         (spec.tick_size, spec.tick_value),
         spec.point,
+        (day, b0, account.balance),
     )
 
 

@@ -131,6 +131,22 @@ class Series:
         self._last_quote = (t_ms, out)
         return out
 
+    def bid_range(self, t0_ms: int, t1_ms: int) -> tuple[float, float]:
+        """The lowest and highest bid of the unrounded path over [t0, t1] (the line `first_cross` tests)."""
+        k0, k1 = self.index(t0_ms), self.index(t1_ms)
+        if k1 < 0:  # before the data the quote is the first open
+            first = self._ohlc[0][0]
+            return first, first
+        values = [self._line(k1, t1_ms), self._line(k0, t0_ms) if k0 >= 0 else self._ohlc[0][0]]
+        for k in {max(k0, 0), k1}:  # the vertices of the end bars inside the interval
+            times, prices = self._points(k)
+            values += [p for t, p in zip(times, prices, strict=True) if t0_ms <= t <= t1_ms]
+        lo, hi = min(values), max(values)
+        if k1 - k0 > 1:  # whole bars between: the path reaches each one's high and low
+            lo = min(lo, float(self.l[k0 + 1 : k1].min()))
+            hi = max(hi, float(self.h[k0 + 1 : k1].max()))
+        return lo, hi
+
     # --- bars ---------------------------------------------------------------------------------------------
     def resampled(self, code: int) -> Rates:
         """Every complete bar of TIMEFRAME_* `code` built from the base bars (what copy_rates_* serves).
