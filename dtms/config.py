@@ -486,6 +486,15 @@ class RailsConfig(_Section):
     data: DataRailConfig = DataRailConfig()
 
 
+class ForeignSl(StrEnum):
+    """What the leader does when someone else loosens the SL of a trade dtms acts on
+    (`ownership.foreign_sl`)."""
+
+    RESTORE = "restore"  # send dtms's SL back, and alert
+    ALERT = "alert"  # keep the new SL, and alert
+    ADOPT = "adopt"  # keep the new SL (an event, no alert)
+
+
 class SlLockConfig(_Section):
     ttl_s: float = Field(default=5.0, gt=0)
     acquire_s: float = Field(default=5.0, gt=0)
@@ -497,6 +506,8 @@ class OwnershipConfig(_Section):
     defensive_states: frozenset[TradeState] = frozenset({TradeState.WARNING_L2, TradeState.HEDGED})
     stale_after_s: float = Field(default=30.0, gt=0)
     sl_lock: SlLockConfig = SlLockConfig()
+    foreign_sl: ForeignSl = ForeignSl.RESTORE
+    max_sl_restores: int = Field(default=3, ge=0)  # per trade; then the loosened SL is kept, with an alert
 
     @field_validator("defensive_states", mode="before")
     @classmethod

@@ -716,6 +716,25 @@ def test_without_deal_history_the_main_is_closed_only_after_two_empty_answers_10
     assert (after.state, after.close_reason) == (S.CLOSED, "external_close:unknown")
 
 
+@pytest.mark.parametrize("direction", ["BUY", "SELL"])
+def test_a_registered_ticket_the_broker_never_knew_is_closed_not_found_with_an_alert(
+    tmp_path: Path, direction: str
+) -> None:
+    """A typo'd ticket: no position and not a single deal. CLOSED `not_found_at_broker` (not an external
+    close), with an alert; a position that was seen and then vanished without history stays an external close
+    (above)."""
+    rig = make_rig(tmp_path)
+    price = rig.broker.tick(SYMBOL).ask
+    ghost = rig.store.register_trade(99_999, SYMBOL, direction, price, 0.1, sl=round(price - 0.01, 5)
+                                     if direction == "BUY" else round(price + 0.01, 5))  # fmt: skip
+    rig.tick(3, every=31)  # two empty answers 10 s apart at fast checks, as for any missing position
+    after = rig.trade(ghost.identifier)
+    assert (after.state, after.close_reason) == (S.CLOSED, "not_found_at_broker")
+    assert [e.fields["kind"] for e in rig.notifier.events if e.kind == "alert"] == ["not_found_at_broker"]
+    assert not [e for e in rig.notifier.events if e.kind == "external_change"]
+    assert sends(rig) == []
+
+
 # --- outcomes: FAILED, RETRY, UNKNOWN (§8.1, §8.3) ----------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ from dtms.engine.foreign import RAIL as FOREIGN_RAIL
 from dtms.engine.foreign import ForeignWatch
 from dtms.engine.guard import Guard
 from dtms.engine.market import spread_points, symbol_key
+from dtms.engine.stops import StopWatch
 from dtms.engine.symbols import DEFAULT_TIMEFRAMES, SymbolData, check_timeframes
 from dtms.engine.transitions import Transitions
 from dtms.errors import BrokerError
@@ -28,6 +29,9 @@ from dtms.models import Action, Direction, Trade, TradeState
 from dtms.store import Store, TradeUpdate
 
 log = logging.getLogger(__name__)
+
+#: The close reason of a registered trade the broker never knew (no position seen, no deal at all).
+NOT_FOUND = "not_found_at_broker"
 
 DEAL_REASONS = {
     "sl": "sl",
@@ -73,6 +77,7 @@ class Engine:
         self.notifier = notifier or Notifier(attempts=config.notify.hook_attempts)
         self.executor = Executor(broker, gateway, config, wait=wait)
         self.transitions = Transitions(store, self.executor, self.notifier, self._context)
+        self.stops = StopWatch(store, gateway, config, self._emit)
         self.symbols: dict[str, SymbolData] = {}
         self._tick_no = 0
         self.guard = Guard(store, broker, config, self._emit)
@@ -317,12 +322,10 @@ class Engine:
             return self._missing(epoch, trade, now, patch)
         if eng.get("missing_since"):
             patch["missing_since"] = None
-        self._sync(trade, position, cols, patch, now)
+        self._sync(epoch, trade, position, cols, now)
         sym.refresh(self.broker, now, self._tick_no)
         tick = self._tick(trade.symbol)
-        spec = self._specs.get(trade.symbol) or self._specs.setdefault(
-            trade.symbol, self.broker.symbol(trade.symbol)
-        )
+        spec = self._spec(trade.symbol)
         finished = sym.record_spread(spread_points(tick.bid, tick.ask, spec.point), now)
         if finished is not None:
             self.store.set_setting(f"spread.{trade.symbol}", sym.hourly_medians, epoch=epoch)
@@ -339,6 +342,7 @@ class Engine:
         patch["broker"] = {"volume": position.volume, "price_current": position.price_current,
                            "profit": position.profit, "sl": position.sl, "tp": position.tp}  # fmt: skip
         counter, flip = self._vwap_state(trade, sym, patch)
+        self.transitions.retry_open_actions(epoch, trade, now)  # an SL restore runs before activation too
         just_activated = False
         if trade.armed:
             # Age on the trading clock, from the first fast check (a simulated or replayed terminal runs on
@@ -354,7 +358,6 @@ class Engine:
             just_activated = True
             self._emit("monitoring_started", now, identifier=trade.identifier, symbol=trade.symbol,
                        direction=direction.value, reason=reason.value, r_multiple=r_multiple)  # fmt: skip
-        self.transitions.retry_open_actions(epoch, trade, now)
         view = self._view(trade, sym, patch.get("start_bars"))
         expired = machine.timer_forces_deep_check(view, now, self.config)
         event = None
@@ -427,10 +430,11 @@ class Engine:
         if position is not None:
             return TradeUpdate({}, patch)
         try:
-            deals = [d for d in self.broker.deals(trade.identifier) if d.entry in ("out", "out_by")]
+            history: list[Any] | None = self.broker.deals(trade.identifier)
         except BrokerError as exc:  # no history evidence this time: only the two-look confirmation can close
             log.warning("dtms: deal history of %d unavailable: %s", trade.identifier, exc)
-            deals = []
+            history = None
+        deals = [d for d in history or [] if d.entry in ("out", "out_by")]
         first = _at(trade.engine.get("missing_since"))
         confirmed = (
             first is not None and (now - first).total_seconds() >= self.config.reconcile.missing_interval_s
@@ -441,20 +445,29 @@ class Engine:
         reason = DEAL_REASONS.get(deals[-1].reason, "unknown") if deals else "unknown"
         if deals and deals[-1].comment.startswith("dtms-"):
             reason = f"dtms:{deals[-1].comment}"
+        # Registered, but never seen at the broker and without a single deal: a wrong ticket, another account.
+        unknown = history == [] and trade.engine.get("broker") is None
         self.store.update_trades(epoch, {trade.identifier: TradeUpdate({}, {**patch, "exit": {
             "reason": reason, "price": deals[-1].price if deals else None,
             "profit": sum(d.profit for d in deals)}})})  # fmt: skip
         fresh = self.store.get_trade(trade.identifier)
         if fresh is not None and fresh.is_open:
-            step = replace(machine.external_close(self._view(fresh)), reason=f"external_close:{reason}")
-            self._emit("external_change", now, identifier=trade.identifier, kind="close", deal_reason=reason)
+            if unknown:
+                step = replace(machine.external_close(self._view(fresh)), reason=NOT_FOUND)
+                self._emit("alert", now, identifier=trade.identifier, kind=NOT_FOUND, symbol=trade.symbol)
+            else:
+                step = replace(machine.external_close(self._view(fresh)), reason=f"external_close:{reason}")
+                self._emit(
+                    "external_change", now, identifier=trade.identifier, kind="close", deal_reason=reason
+                )
             self.transitions.begin(epoch, fresh, step, now, fresh.score)
         return None
 
     def _sync(
-        self, trade: Trade, position: Position, cols: dict[str, Any], patch: dict[str, Any], now: datetime
+        self, epoch: int, trade: Trade, position: Position, cols: dict[str, Any], now: datetime
     ) -> None:
-        """Broker truth wins for volume, SL, TP and ticket; the initial SL and R never change (spec §8.4)."""
+        """Broker truth wins for volume, TP and ticket; an SL someone else moved is handled by `StopWatch`
+        (kept, or dtms's own sent back); the initial SL and R never change (spec §8.4)."""
         eps = 1e-9
         if position.volume < trade.volume - eps:
             cols.update(
@@ -467,7 +480,9 @@ class Engine:
                 volume=position.volume, initial_volume=trade.initial_volume + position.volume - trade.volume
             )
         if position.sl != trade.sl:
-            cols["sl"] = position.sl
+            spec = self._spec(trade.symbol)
+            if self.stops.check(epoch, trade, position, (spec.tick_size or spec.point) / 2, now):
+                cols["sl"] = position.sl
         if position.tp != trade.tp:
             cols["tp"] = position.tp
         if position.ticket != trade.ticket:
@@ -576,6 +591,10 @@ class Engine:
             "hedging_account": self.guard.hedging,
         }
         self.store.set_setting("engine.status", status, epoch=epoch)
+
+    def _spec(self, symbol: str) -> SymbolSpec:
+        """The symbol's specification, read once per tick."""
+        return self._specs.get(symbol) or self._specs.setdefault(symbol, self.broker.symbol(symbol))
 
     def _emit(self, event: Any, now: datetime, **fields: Any) -> None:
         self.notifier.emit(Event(event, now, fields))

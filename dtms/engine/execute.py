@@ -277,6 +277,10 @@ class Executor:
             decision = plan.plan_tighten(snap, quote, spec, cfg, ctx.atr_m5)
         elif kind is ActionType.MOVE_SL_BREAKEVEN:
             decision = plan.plan_breakeven(snap, quote, spec, cfg, ctx.atr_m5)
+        elif kind is ActionType.RESTORE_SL:
+            decision = plan.tighten_to(
+                snap, quote, spec, float(params["sl"]), cfg, action=kind, note="restore"
+            )
         elif kind is ActionType.TRAIL_SL:
             decision = plan.plan_trail(snap, quote, spec, ctx.swing_low, ctx.swing_high, ctx.atr_m15, cfg)
         elif kind is ActionType.PARTIAL_CLOSE:
@@ -315,7 +319,8 @@ class Executor:
         }
         if decision.note:
             base["note"] = decision.note
-        if decision.action in (ActionType.TIGHTEN_SL, ActionType.MOVE_SL_BREAKEVEN, ActionType.TRAIL_SL):
+        if decision.action in (ActionType.TIGHTEN_SL, ActionType.MOVE_SL_BREAKEVEN, ActionType.TRAIL_SL,
+                               ActionType.RESTORE_SL):  # fmt: skip
             sl, tp = float(p["sl"]), p.get("tp")
             request = {**base, "op": "modify", "sl": sl, "tp": tp}
             return request, lambda: broker.modify_sl_tp(identifier, sl, tp)

@@ -24,6 +24,8 @@ class ActionType(StrEnum):
     RE_ADD_POSITION = "re_add_position"
     CLOSE_ALL = "close_all"
     TRAIL_SL = "trail_sl"
+    RESTORE_SL = "restore_sl"  # someone else loosened the SL: dtms's SL is sent back (ownership.foreign_sl)
+    ADOPT_SL = "adopt_sl"  # journal only: an SL someone else set, kept as the trade's SL (nothing is sent)
 
 
 @dataclass(frozen=True)
