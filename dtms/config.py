@@ -660,9 +660,15 @@ class Config(_Section):
 
     def to_toml(self) -> str:
         """The effective configuration as TOML for `dtms config show`; unset values appear as comments."""
-        lines: list[str] = []
-        _emit_table(lines, [], self.to_dict())
-        return "\n".join(lines).strip() + "\n"
+        return toml_text(self.to_dict())
+
+
+def toml_text(data: Mapping[str, Any]) -> str:
+    """Nested settings (a part of `Config.to_dict()`, or a whole one) as TOML: scalars first, then one
+    `[section]` table per nested section; None values appear as comments."""
+    lines: list[str] = []
+    _emit_table(lines, [], dict(data))
+    return "\n".join(lines).strip() + "\n"
 
 
 def env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
@@ -802,4 +808,5 @@ __all__ = [
     "Volatility",
     "env_overrides",
     "leaf_keys",
+    "toml_text",
 ]

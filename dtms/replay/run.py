@@ -111,14 +111,10 @@ def replay(
     fast, slow = resolve_timeframes(base_s, timeframes, source)
     cfg, offset, adjusted = effective_config(config, fast, scale_time=scale_time)
     times = rates["time"].astype(np.int64)
-    slow_open = (
-        np.unique(times // timeframe_s(slow) * timeframe_s(slow))
-        if slow != "W1"
-        else np.unique((times - 3 * 86400) // 604800 * 604800 + 3 * 86400)
-    )
+    slow_open = slow_bar_opens(times, slow)
     n_slow = len(slow_open)
     if warmup is None:
-        warmup = cfg.data.m15_window if n_slow >= 2 * cfg.data.m15_window else n_slow // 3
+        warmup = default_warmup(cfg, n_slow)
     if warmup < 30 or warmup >= n_slow - 1:
         raise DataError(
             f"{source}: {n_slow} {slow} bars are too few for a warm-up of {warmup} {slow} bars "
@@ -204,6 +200,22 @@ def replay(
             **{k: float(v) for k, v in run.work.items()},
         },
     )
+
+
+def slow_bar_opens(times: npt.NDArray[np.int64], slow: str) -> npt.NDArray[np.int64]:
+    """The open times of the slow-timeframe bars the bars at `times` (epoch seconds) fall into, ascending.
+
+    W1 bars open on Monday 00:00 (the epoch was a Thursday), the others on multiples of their length.
+    """
+    if slow == "W1":
+        return np.unique((times - 3 * 86400) // 604800 * 604800 + 3 * 86400)
+    return np.unique(times // timeframe_s(slow) * timeframe_s(slow))
+
+
+def default_warmup(cfg: Config, n_slow: int) -> int:
+    """The default warm-up in slow bars: `data.m15_window`, or a third of the data when it has fewer than
+    twice that."""
+    return cfg.data.m15_window if n_slow >= 2 * cfg.data.m15_window else n_slow // 3
 
 
 def _describe(
