@@ -961,7 +961,9 @@ def _ranges(values: Sequence[int]) -> str:
     return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 2 else ",".join(map(str, r)) for r in out)
 
 
-def _warnings(folds: Sequence[FoldResult], final: FoldResult, ratio: float, floor: float) -> list[str]:
+def _warnings(
+    folds: Sequence[FoldResult], final: FoldResult, defaults: Mapping[str, Choice], ratio: float, floor: float
+) -> list[str]:
     out = []
     rule = f"OOS below IS by more than max({ratio:g} x |IS|, {floor:g})"
     for f in folds:
@@ -985,7 +987,8 @@ def _warnings(folds: Sequence[FoldResult], final: FoldResult, ratio: float, floo
     worse = [
         f.name
         for f in folds
-        if _obj(f.out_of_sample) is not None
+        if f.best_params != defaults
+        and _obj(f.out_of_sample) is not None
         and _obj(f.out_of_sample_default) is not None
         and typing.cast(float, _obj(f.out_of_sample)) <= typing.cast(float, _obj(f.out_of_sample_default))
     ]
@@ -993,6 +996,12 @@ def _warnings(folds: Sequence[FoldResult], final: FoldResult, ratio: float, floo
         out.append(
             f"out of sample the tuned settings did no better than the base config in {len(worse)} of "
             f"{len(folds)} folds ({', '.join(worse)})"
+        )
+    kept = [f.name for f in (*folds, final) if f.best_params == defaults]
+    if kept:
+        out.append(
+            f"the base config was the best trial of {'study' if len(kept) == 1 else 'studies'} "
+            f"{', '.join(kept)}: more trials may find better settings, or the defaults are hard to beat here"
         )
     for f in (*folds, final):
         if f.failed:
@@ -1004,7 +1013,8 @@ def _warnings(folds: Sequence[FoldResult], final: FoldResult, ratio: float, floo
 # --- running ------------------------------------------------------------------------------------------------
 
 
-def _optuna() -> Any:
+def require_optuna() -> Any:
+    """The optuna module; ExtraNotInstalledError saying `pip install 'dtms[tune]'` when it is missing."""
     try:
         import optuna
     except ImportError as exc:
@@ -1194,6 +1204,17 @@ def _study(optuna: Any, storage: Any, name: str, seed: int, fingerprint: dict[st
     return study
 
 
+def _storage(optuna: Any, path: str | os.PathLike[str] | None) -> Any:
+    """optuna's journal storage on the file at `path` (its open lock works on every platform), or memory."""
+    if path is None:
+        return optuna.storages.InMemoryStorage()
+    journal = optuna.storages.journal
+    name = os.fspath(path)
+    return journal.JournalStorage(
+        journal.JournalFileBackend(name, lock_obj=journal.JournalFileOpenLock(name))
+    )
+
+
 def _finished(optuna: Any, study: Any) -> list[Any]:
     states = optuna.trial.TrialState
     return list(study.get_trials(deepcopy=False, states=(states.COMPLETE, states.FAIL, states.PRUNED)))
@@ -1263,8 +1284,11 @@ def _result(optuna: Any, run: _Run, study: Any, fold: Fold, ratio: float, floor:
             oos_default = Evaluation.from_dict(cached["default"]) if cached["default"] else None
         else:
             best_mapping = _deep_merge(copy.deepcopy(run.base), _overrides(params))
-            got = run.evaluate(fold.test, {"best": best_mapping, "default": run.base})
-            oos, oos_default = got["best"][0], got["default"][0]
+            if params == run.defaults:  # the base config won: one evaluation is both
+                oos = oos_default = run.evaluate(fold.test, {"best": best_mapping})["best"][0]
+            else:
+                got = run.evaluate(fold.test, {"best": best_mapping, "default": run.base})
+                oos, oos_default = got["best"][0], got["default"][0]
             study.set_user_attr(
                 "test",
                 {
@@ -1356,7 +1380,7 @@ def tune(
     import time
 
     wall0 = time.perf_counter()
-    optuna = _optuna()
+    optuna = require_optuna()
     objective = _objective(objective)
     _check_fold_args(folds, holdout)
     for name, value, ok in (
@@ -1416,15 +1440,7 @@ def tune(
         symbol, data, space, objective, float(dd_weight), base, defaults, given, seed_list, every_list,
         replay_kwargs, jobs, batch, plan.warmup, _Progress(progress, trials * len(plan.studies)),
     )  # fmt: skip
-    storage = (
-        optuna.storages.InMemoryStorage()
-        if study is None
-        else optuna.storages.JournalStorage(
-            optuna.storages.journal.JournalFileBackend(
-                os.fspath(study), lock_obj=optuna.storages.journal.JournalFileOpenLock(os.fspath(study))
-            )
-        )
-    )
+    storage = _storage(optuna, study)
     where = "memory" if study is None else Path(study).name
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -1473,7 +1489,7 @@ def tune(
         "overfit": {"ratio": overfit_ratio, "floor": overfit_floor},
         "dtms_version": dtms.__version__,
     }
-    warnings = _warnings(fold_results, final, overfit_ratio, overfit_floor)
+    warnings = _warnings(fold_results, final, defaults, overfit_ratio, overfit_floor)
     timing = {
         "wall_s": time.perf_counter() - wall0,
         "runs": float(run.runs),
@@ -1514,6 +1530,7 @@ __all__ = [
     "drawdown_r",
     "overfit",
     "plan_folds",
+    "require_optuna",
     "score",
     "tune",
 ]
