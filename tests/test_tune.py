@@ -526,3 +526,10 @@ def test_period_text_is_dates() -> None:
     p = Period(30, 40, "2026-01-12T04:00:00+00:00", "2026-01-13T16:00:00+00:00", 40)
     assert p.text() == "2026-01-12 → 2026-01-13"
     assert p.slow_bars == 10
+
+
+def test_cli_objective_choices_are_the_objectives() -> None:
+    """The CLI lists the names without importing the tune module; they must be the enum's."""
+    from dtms.cli import tune as cli_tune
+
+    assert cli_tune._OBJECTIVES == tuple(o.value for o in Objective)

@@ -41,7 +41,7 @@ import dtms
 from dtms.config import Config, toml_text
 from dtms.engine.symbols import DEFAULT_TIMEFRAMES, timeframe_s
 from dtms.errors import ConfigError, DataError, ExtraNotInstalledError, InvalidArgumentError
-from dtms.replay.inputs import Entry, Rates, _name, load_bars, read_entries, resolve_timeframes
+from dtms.replay.inputs import DEFAULT_EVERY, Entry, Rates, _name, load_bars, read_entries, resolve_timeframes
 from dtms.replay.rig import effective_config, utc
 from dtms.replay.run import default_warmup, slow_bar_opens
 from dtms.replay.sweep import SweepError, sweep
@@ -1484,7 +1484,7 @@ def tune(
         "entries": "generated" if given is None else "given",
         "entries_used": used,
         "seeds": seed_list if given is None else None,
-        "every": (every_list or [24]) if given is None else None,
+        "every": (every_list or [DEFAULT_EVERY]) if given is None else None,
         "replay": {k: (list(v) if isinstance(v, tuple) else v) for k, v in replay_kwargs.items()},
         "overfit": {"ratio": overfit_ratio, "floor": overfit_floor},
         "dtms_version": dtms.__version__,
