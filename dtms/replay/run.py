@@ -205,7 +205,8 @@ def replay(
 def slow_bar_opens(times: npt.NDArray[np.int64], slow: str) -> npt.NDArray[np.int64]:
     """The open times of the slow-timeframe bars the bars at `times` (epoch seconds) fall into, ascending.
 
-    W1 bars open on Monday 00:00 (the epoch was a Thursday), the others on multiples of their length.
+    W1 bars open on Sunday 00:00, as MetaTrader's do (the epoch was a Thursday), the others on multiples of
+    their length.
     """
     if slow == "W1":
         return np.unique((times - 3 * 86400) // 604800 * 604800 + 3 * 86400)

@@ -961,6 +961,21 @@ def _ranges(values: Sequence[int]) -> str:
     return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 2 else ",".join(map(str, r)) for r in out)
 
 
+def _why(f: FoldResult) -> str:
+    """Whether the base config fell about as far between the same parts: then the gap is the data's (a
+    harder part), not only the fit's."""
+    is_best, oos_best = f.in_sample.objective, _obj(f.out_of_sample)
+    is_base, oos_base = _obj(f.in_sample_default), _obj(f.out_of_sample_default)
+    if is_best is None or oos_best is None or is_base is None or oos_base is None:
+        return ": the settings may fit that part's noise"
+    if is_base - oos_base >= 0.5 * (is_best - oos_best):
+        return (
+            f"; the base config fell nearly as far ({_num(is_base)} → {_num(oos_base)}): much of the gap is "
+            "the next part being harder, not only the fit"
+        )
+    return f": the base config held up better ({_num(is_base)} → {_num(oos_base)}), the settings fit noise"
+
+
 def _warnings(
     folds: Sequence[FoldResult], final: FoldResult, defaults: Mapping[str, Choice], ratio: float, floor: float
 ) -> list[str]:
@@ -970,7 +985,7 @@ def _warnings(
         if f.overfit:
             out.append(
                 f"fold {f.name}: out-of-sample {_num(_obj(f.out_of_sample))} is much worse than in-sample "
-                f"{_num(f.in_sample.objective)} ({rule}): the settings fit that part's noise"
+                f"{_num(f.in_sample.objective)} ({rule}){_why(f)}"
             )
     means = _fold_means(folds)
     if len(folds) > 1 and overfit(means[0], means[2], ratio=ratio, floor=floor):
