@@ -369,6 +369,8 @@ def test_resume_continues_the_same_study(bars: np.ndarray, study_file: Path, tun
     after = optuna.load_study(study_name="fold-1", storage=tune_module._storage(optuna, study_file))
     assert len(after.trials) == 4
     assert [t.params for t in after.trials[:3]] == first  # the earlier trials are kept, not re-run
+    # a trial an interrupted run left running is failed on resuming, and not counted
+    after.ask()
     # nothing left to do: no replay at all (the out-of-sample results are kept in the study too)
     same = tune(
         bars, symbol=SYMBOL, folds=2, holdout=0.2, trials=4, seeds=[1], batch=2, study=study_file, **RUN
@@ -376,6 +378,8 @@ def test_resume_continues_the_same_study(bars: np.ndarray, study_file: Path, tun
     assert same.timing is not None
     assert same.timing["runs"] == 0
     assert same.to_json() == again.to_json()
+    resumed = optuna.load_study(study_name="fold-1", storage=tune_module._storage(optuna, study_file))
+    assert [t.state for t in resumed.trials[4:]] == [optuna.trial.TrialState.FAIL]
     with pytest.raises(InvalidArgumentError, match=r"other settings \(dd_weight differ\)"):
         tune(
             bars,

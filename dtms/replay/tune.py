@@ -1231,8 +1231,11 @@ def _storage(optuna: Any, path: str | os.PathLike[str] | None) -> Any:
 
 
 def _finished(optuna: Any, study: Any) -> list[Any]:
+    """The trials that count: those with a value and those that failed on their own (an error noted); not
+    the ones an interrupted run left unfinished (failed on resuming, without an error)."""
     states = optuna.trial.TrialState
-    return list(study.get_trials(deepcopy=False, states=(states.COMPLETE, states.FAIL, states.PRUNED)))
+    trials = study.get_trials(deepcopy=False, states=(states.COMPLETE, states.FAIL, states.PRUNED))
+    return [t for t in trials if t.state != states.FAIL or "error" in t.user_attrs]
 
 
 def _optimise(optuna: Any, run: _Run, study: Any, fold: Fold, trials: int) -> None:
