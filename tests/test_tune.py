@@ -543,3 +543,18 @@ def test_cli_objective_choices_are_the_objectives() -> None:
     from dtms.cli import tune as cli_tune
 
     assert cli_tune._OBJECTIVES == tuple(o.value for o in Objective)
+
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "tune.md"
+
+
+def test_docs_space_example_loads_and_the_default_space_table_is_complete(tmp_path: Path) -> None:
+    import re
+
+    text = DOC.read_text()
+    example = re.search(r"```toml\n(.*?)```", text, re.S)
+    assert example is not None
+    (tmp_path / "space.toml").write_text(example.group(1))
+    assert len(SearchSpace.load(tmp_path / "space.toml").params) == 6
+    table = text[text.index("**The default space**") : text.index("The thresholds' ranges")]
+    assert set(re.findall(r"^\| `([a-z_.0-9]+)` \|", table, re.M)) == set(DEFAULT_SPACE)
