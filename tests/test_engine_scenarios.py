@@ -419,17 +419,22 @@ def test_recovery_re_add_is_skipped_when_rails_are_reducing_and_t8_still_applies
     assert rig.trade(ident).state is S.HEALTHY
 
 
+def _to_recovery_due(rig: Rig, ident: int) -> None:
+    """T3 (closes 0.5), T5 (hedge), T7 (recovering), then the recovery timer's 1800 s: T8 is next."""
+    rig.put_state(ident, S.WARNING_L1)
+    rig.step(ident, evaluation(-5))
+    rig.step(ident, evaluation(-7))
+    rig.advance(960)
+    rig.step(ident, bos_after(rig))
+    rig.advance(1800)
+
+
 def test_recovery_re_adds_a_leg_with_the_main_sl_and_tp(tmp_path: Path) -> None:
     """T8: a new BUY of 0.5 x closed volume with the main's SL/TP, magic and tag, stored as a leg; HEALTHY."""
     rig = make_rig(tmp_path, config=WIDE)
     trade = rig.open_main(volume=1.0, sl_pips=100)
     ident = trade.identifier
-    rig.put_state(ident, S.WARNING_L1)
-    rig.step(ident, evaluation(-5))  # T3: closes 0.5
-    rig.step(ident, evaluation(-7))  # T5
-    rig.advance(960)
-    rig.step(ident, bos_after(rig))  # T7
-    rig.advance(1800)
+    _to_recovery_due(rig, ident)
     main = rig.position(ident)
     _, tid = rig.step(ident, evaluation(2.0))
     [row] = rig.rows(tid)  # type: ignore[arg-type]
@@ -460,12 +465,7 @@ def test_a_leader_dying_as_it_records_a_re_add_leaves_no_orphan_position(tmp_pat
     position is left that no trade knows. (Written apart, the row was DONE and the leg lost.)"""
     rig = make_rig(tmp_path, config=WIDE)
     ident = rig.open_main(volume=1.0, sl_pips=100).identifier
-    rig.put_state(ident, S.WARNING_L1)
-    rig.step(ident, evaluation(-5))  # T3: closes 0.5
-    rig.step(ident, evaluation(-7))  # T5
-    rig.advance(960)
-    rig.step(ident, bos_after(rig))  # T7
-    rig.advance(1800)
+    _to_recovery_due(rig, ident)
     update_trades = rig.store.update_trades
 
     def dies_on_the_leg(epoch: int, updates: Any) -> Any:
@@ -498,12 +498,7 @@ def test_a_close_begun_while_a_re_add_is_undecided_closes_its_position_too(tmp_p
     re-add's decision, then closes its new position as well; only then is the trade CLOSED."""
     rig = make_rig(tmp_path, config=WIDE)
     ident = rig.open_main(volume=1.0, sl_pips=100).identifier
-    rig.put_state(ident, S.WARNING_L1)
-    rig.step(ident, evaluation(-5))  # T3: closes 0.5
-    rig.step(ident, evaluation(-7))  # T5
-    rig.advance(960)
-    rig.step(ident, bos_after(rig))  # T7
-    rig.advance(1800)
+    _to_recovery_due(rig, ident)
     rig.term.inject("order_send", retcode=10012, action=DEAL, executed=True)
     rig.step(ident, evaluation(2.0))  # T8: HEALTHY, the re-add executes, its answer is lost
     [re_add] = [a for a in rig.journal(ident) if a.action_type == "re_add_position"]

@@ -376,6 +376,26 @@ def demo_command(duration: float, speed: float, processes: int, trades: int, kee
         click.get_current_context().exit(1)
 
 
+def replay_options(f: Any) -> Any:
+    """The options `dtms replay` and `dtms tune` share: timeframes, and the generated entries and account."""
+    options = [
+        click.option("--timeframes",
+                     help="The engine's fast,slow timeframes for coarse data, e.g. H1,H4 (default M5,M15)."),
+        click.option("--sl-atr", type=click.FloatRange(0, min_open=True), default=1.5, show_default=True,
+                     help="Generated entries: SL at this many ATR14 of the slow timeframe."),
+        click.option("--tp-r", type=click.FloatRange(0, min_open=True), default=2.0, show_default=True,
+                     help="Generated entries: TP at this many R."),
+        click.option("--no-tp", is_flag=True, help="Generated entries get no TP."),
+        click.option("--volume", type=click.FloatRange(0, min_open=True), default=0.1, show_default=True,
+                     help="Generated entries' volume in lots."),
+        click.option("--balance", type=click.FloatRange(0, min_open=True), default=10_000.0,
+                     show_default=True, help="Starting balance of the simulated account."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 class IntList(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic from click 8.2
     """Integers as `3`, `1,3,7` and, with `ranges`, `1-5` (inclusive; mixed: `1-3,7`), each >= `minimum`."""
 
@@ -447,18 +467,7 @@ class Comparisons(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # g
     show_default=True,
     help="Seed of the entries' directions; several (1-5, 1,3,7) sweep.",
 )
-@click.option(
-    "--timeframes", help="The engine's fast,slow timeframes for coarse data, e.g. H1,H4 (default M5,M15)."
-)
-@click.option("--sl-atr", type=click.FloatRange(0, min_open=True), default=1.5, show_default=True,
-              help="Generated entries: SL at this many ATR14 of the slow timeframe.")  # fmt: skip
-@click.option("--tp-r", type=click.FloatRange(0, min_open=True), default=2.0, show_default=True,
-              help="Generated entries: TP at this many R.")  # fmt: skip
-@click.option("--no-tp", is_flag=True, help="Generated entries get no TP.")
-@click.option("--volume", type=click.FloatRange(0, min_open=True), default=0.1, show_default=True,
-              help="Generated entries' volume in lots.")  # fmt: skip
-@click.option("--balance", type=click.FloatRange(0, min_open=True), default=10_000.0, show_default=True,
-              help="Starting balance of the simulated account.")  # fmt: skip
+@replay_options
 @click.option("--warmup", type=click.IntRange(0), help="Slow-timeframe bars before the first entry.")
 @config_option
 @json_option

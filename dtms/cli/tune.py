@@ -11,7 +11,7 @@ import click
 from rich.console import Console
 
 from dtms.cli import FilePath, cli, json_option
-from dtms.cli.operate import IntList, config_option, read_toml
+from dtms.cli.operate import IntList, config_option, read_toml, replay_options
 from dtms.config import env_overrides
 
 #: Where `dtms tune` writes the best settings unless --config-out says otherwise.
@@ -50,18 +50,7 @@ _OBJECTIVES = ("expectancy_dd", "expectancy", "avg_loss", "drawdown", "vs_baseli
               help="Generated entries: one every N fast-timeframe bars (default 24).")  # fmt: skip
 @click.option("--seed", "--seeds", "seeds", type=IntList(ranges=True, minimum=0), default="0-2",
               show_default=True, help="Seeds of the generated entries' directions (1-5, 1,3,7).")  # fmt: skip
-@click.option(
-    "--timeframes", help="The engine's fast,slow timeframes for coarse data, e.g. H1,H4 (default M5,M15)."
-)
-@click.option("--sl-atr", type=click.FloatRange(0, min_open=True), default=1.5, show_default=True,
-              help="Generated entries: SL at this many ATR14 of the slow timeframe.")  # fmt: skip
-@click.option("--tp-r", type=click.FloatRange(0, min_open=True), default=2.0, show_default=True,
-              help="Generated entries: TP at this many R.")  # fmt: skip
-@click.option("--no-tp", is_flag=True, help="Generated entries get no TP.")
-@click.option("--volume", type=click.FloatRange(0, min_open=True), default=0.1, show_default=True,
-              help="Generated entries' volume in lots.")  # fmt: skip
-@click.option("--balance", type=click.FloatRange(0, min_open=True), default=10_000.0, show_default=True,
-              help="Starting balance of the simulated account.")  # fmt: skip
+@replay_options
 @click.option("--warmup", type=click.IntRange(30), help="Slow-timeframe bars before the first part.")
 @click.option(
     "--seconds",

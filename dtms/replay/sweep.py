@@ -539,7 +539,7 @@ def _metric(key: str) -> tuple[str, str]:
     return _LABELS.get(key, (key, "g"))
 
 
-def _table(rows: Sequence[Sequence[str]], left: int = 1) -> list[str]:
+def text_table(rows: Sequence[Sequence[str]], left: int = 1) -> list[str]:
     """Columns padded to their widest cell: the first `left` left-aligned, the others right-aligned."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return [
@@ -566,7 +566,7 @@ def _render_comparisons(s: Mapping[str, Any]) -> list[str]:
         label, spec = _metric(key)
         cells = [_mean_sd(s[side][key], spec, n) for side in ("managed", "baseline")]
         rows.append([label, *cells, *(_mean_sd(s["comparisons"][r][key], spec, n) for r in rules)])
-    lines += _table(rows)
+    lines += text_table(rows)
     lines += ["", "managed - rule, run by run (mean ± stdev; min … max)"]
     rows = [["", *(f"{label}" for label, _ in map(_metric, _VERSUS)), "expectancy (R) min … max"]]
     for r in rules:
@@ -574,7 +574,7 @@ def _render_comparisons(s: Mapping[str, Any]) -> list[str]:
         e = v["expectancy_r"]
         span = "" if e["min"] is None else f"{_fmt(e['min'], '+.3f')} … {_fmt(e['max'], '+.3f')}"
         rows.append([r, *(_mean_sd(v[key], _metric(key)[1], n) for key in _VERSUS), span])
-    lines += _table(rows)
+    lines += text_table(rows)
     return lines
 
 
@@ -603,7 +603,7 @@ def render(report: SweepReport) -> str:
         b, d, n = s["baseline"][key], s["difference"][key], s["runs"]
         span = "" if d["min"] is None else f"{_fmt(d['min'], spec)} … {_fmt(d['max'], spec)}"
         rows.append([label, _mean_sd(m, spec, n), _mean_sd(b, spec, n), _mean_sd(d, spec, n), span])
-    lines += _table(rows)
+    lines += text_table(rows)
     lines += _render_comparisons(s)
     lines += ["", "runs (managed / baseline)"]
     named = grid["configs"] is not None
@@ -617,7 +617,7 @@ def render(report: SweepReport) -> str:
         for key, spec in (("expectancy_r", "+.3f"), ("net_profit", "+,.2f"), ("max_drawdown", ",.2f")):
             cells.append(f"{_fmt(rm.get(key), spec)} / {_fmt(rb.get(key), spec)}")
         rows.append(cells)
-    lines += _table(rows, left=1 if named else 0)
+    lines += text_table(rows, left=1 if named else 0)
     if len(report.groups) > 1:
         lines += ["", "per group, over its seeds (mean ± stdev)"]
         head = (["config"] if named else []) + ["every", "runs", "expectancy (R) managed", "baseline"]
@@ -628,7 +628,7 @@ def render(report: SweepReport) -> str:
             cells += [_mean_sd(g[side].get("expectancy_r", _NONE), "+.3f") for side in SIDES]
             cells.append(_mean_sd(g["difference"].get("net_profit", _NONE), "+,.2f"))
             rows.append(cells)
-        lines += _table(rows, left=1 if named else 0)
+        lines += text_table(rows, left=1 if named else 0)
     w = report.timing
     if w:
         lines += [

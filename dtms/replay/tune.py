@@ -44,7 +44,7 @@ from dtms.errors import ConfigError, DataError, ExtraNotInstalledError, InvalidA
 from dtms.replay.inputs import DEFAULT_EVERY, Entry, Rates, _name, load_bars, read_entries, resolve_timeframes
 from dtms.replay.rig import effective_config, utc
 from dtms.replay.run import default_warmup, slow_bar_opens
-from dtms.replay.sweep import SweepError, sweep
+from dtms.replay.sweep import SweepError, sweep, text_table
 from dtms.report import Report, TradeResult
 from dtms.sim import loaders
 
@@ -845,16 +845,6 @@ def _num(value: float | None, spec: str = "+.3f") -> str:
     return "n/a" if value is None else f"{value:{spec}}"
 
 
-def _table(rows: Sequence[Sequence[str]], left: int = 1) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return [
-        "  ".join(
-            c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
-        ).rstrip()
-        for r in rows
-    ]
-
-
 def _render(report: TuneReport) -> str:
     m = report.meta
     plan = report.plan
@@ -905,7 +895,7 @@ def _render(report: TuneReport) -> str:
         )
     means = _fold_means(report.folds)
     rows.append(["mean of folds", "", "", "", *(_num(v) for v in means), ""])
-    lines += _table(rows)
+    lines += text_table(rows)
     lines += ["", "the metrics behind them (mean over the runs): trades, expectancy (R), max drawdown (R)"]
     rows = [["fold", "IS best", "IS default", "OOS best", "OOS default"]]
     for f in (*report.folds, report.final):
@@ -917,13 +907,13 @@ def _render(report: TuneReport) -> str:
                 else f"{e.trades:.1f}  {_num(e.expectancy_r)}  {_num(e.max_drawdown_r, '.2f')}"
             )
         rows.append(cells)
-    lines += _table(rows)
+    lines += text_table(rows)
     lines += [
         "",
         f"best settings (the final study's trial {report.final.best_trial}; base value in brackets)",
     ]
     rows = [[k, _literal(v), f"({_literal(report.defaults.get(k))})"] for k, v in report.best_params.items()]
-    lines += ["  " + line for line in _table(rows)]
+    lines += ["  " + line for line in text_table(rows)]
     if report.warnings:
         lines += ["", "warnings:"]
         lines += [f"  - {w}" for w in report.warnings]
