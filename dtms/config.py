@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any, Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from dtms.errors import ConfigError
 from dtms.models import TradeState
@@ -531,8 +539,40 @@ class ReconcileConfig(_Section):
     interval_s: float = Field(default=300.0, gt=0)
 
 
+class WebhookConfig(_Section):
+    """A JSON POST of every event to `url` (off while None)."""
+
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http:// or https:// URL, not {value!r}")
+        return value
+
+
+class TelegramConfig(_Section):
+    """A Telegram bot message per event to `chat_id` (off while either is unset)."""
+
+    token: SecretStr | None = None
+    chat_id: str | None = None
+    api_url: str = "https://api.telegram.org"
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> TelegramConfig:
+        if (self.token is None) != (self.chat_id is None):
+            raise ValueError("notify.telegram needs both token and chat_id (or neither)")
+        return self
+
+
 class NotifyConfig(_Section):
     hook_attempts: int = Field(default=3, ge=1)
+    backoff_s: float = Field(default=2.0, gt=0)
+    backoff_max_s: float = Field(default=300.0, gt=0)
+    timeout_s: float = Field(default=5.0, gt=0)
+    webhook: WebhookConfig = WebhookConfig()
+    telegram: TelegramConfig = TelegramConfig()
 
 
 class RetentionConfig(_Section):

@@ -130,6 +130,10 @@ class NotADtmsDatabaseError(StoreError):
     """A read-only open found a file that is not a dtms database (another application's, or empty)."""
 
 
+class NotifyError(DtmsError):
+    """A notification receiver did not accept an event (HTTP error, refused connection, timeout)."""
+
+
 class LockFileError(DtmsError, OSError):
     """The election lock file (`<db>.lock`) cannot be opened safely, e.g. because it is a symlink."""
 
@@ -148,6 +152,7 @@ __all__ = [
     "LockFileError",
     "NotADtmsDatabaseError",
     "NotLeaderError",
+    "NotifyError",
     "SchemaVersionError",
     "StoreBusyError",
     "StoreError",

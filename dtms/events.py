@@ -4,10 +4,12 @@ logging)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from enum import Enum
+from typing import Any, Literal, Protocol
 
 log = logging.getLogger("dtms.events")
 
@@ -25,11 +27,28 @@ EventKind = Literal[
 
 @dataclass(frozen=True)
 class Event:
-    """One notification: its kind, when (trading clock, UTC), and the fields of spec/dtms-behaviour.md §12."""
+    """One notification: its kind, when (trading clock, UTC), and the fields of spec/dtms-behaviour.md §12.
+
+    `epoch` is the leader's term that reported it; `event_id` is set on events delivered from the outbox
+    (`<database id>-<seq>`, the same on every redelivery: receivers de-duplicate on it).
+    """
 
     kind: EventKind
     at: datetime
     fields: dict[str, Any] = field(default_factory=dict)
+    epoch: int | None = None
+    event_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The event as JSON-ready values: what the webhook notifier posts."""
+        return {
+            "event_id": self.event_id,
+            "kind": self.kind,
+            "at": self.at.isoformat().replace("+00:00", "Z"),
+            "epoch": self.epoch,
+            "fields": jsonable(self.fields),
+            "text": self.text(),
+        }
 
     def text(self) -> str:
         """A one-line human rendering."""
@@ -50,9 +69,42 @@ class Event:
 Hook = Callable[[Event], object]
 
 
+def jsonable(value: Any) -> Any:
+    """`value` with every part JSON can hold: datetimes as ISO text, enums as values, NaN and inf as None."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [jsonable(v) for v in value]
+    if isinstance(value, Enum):
+        return jsonable(value.value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def hook_name(hook: Hook, index: int) -> str:
+    """A hook's stable name in the outbox: its `name` attribute, else its qualified name and position."""
+    name = getattr(hook, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    qualname = getattr(hook, "__qualname__", None) or type(hook).__qualname__
+    return f"{getattr(hook, '__module__', '') or ''}.{qualname}#{index}"
+
+
 def log_event(event: Event) -> None:
     """The default hook: one log line per event (WARNING for alerts, INFO otherwise)."""
     log.log(logging.WARNING if event.kind == "alert" else logging.INFO, "%s", event.text())
+
+
+class EventSink(Protocol):
+    """Where the engine reports events: a `Notifier` (hooks called at once) or an outbox."""
+
+    def emit(self, event: Event) -> None:
+        """Take one event."""
 
 
 class Notifier:
@@ -75,4 +127,4 @@ class Notifier:
                     )
 
 
-__all__ = ["Event", "EventKind", "Hook", "Notifier", "log_event"]
+__all__ = ["Event", "EventKind", "EventSink", "Hook", "Notifier", "hook_name", "jsonable", "log_event"]

@@ -279,6 +279,48 @@ class LeaseInfo(BaseModel):
     observed_at: AwareDatetime
 
 
+class OutboxStatus(StrEnum):
+    """Where an outbox event is: waiting (or retrying), delivered to every hook, or given up (dead letter)."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+
+
+class OutboxEntry(BaseModel):
+    """One event of the outbox with its delivery state (spec/dtms-behaviour.md section 12)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    #: Stable and unique across databases (`<database id>-<seq>`): what receivers de-duplicate on.
+    event_id: str
+    seq: int
+    kind: str
+    at: AwareDatetime
+    epoch: int
+    fields: dict[str, Any]
+    status: OutboxStatus
+    attempts: int
+    next_at: AwareDatetime | None
+    #: The names of the hooks that have it; a retry calls only the others.
+    delivered: tuple[str, ...]
+    error: str | None
+    created_at: AwareDatetime
+    finished_at: AwareDatetime | None
+
+
+class OutboxSummary(BaseModel):
+    """How the outbox stands: what `dtms status` shows."""
+
+    model_config = ConfigDict(frozen=True)
+
+    pending: int
+    dead: int
+    delivered: int
+    oldest_pending_at: AwareDatetime | None
+    last_error: str | None
+
+
 class Health(BaseModel):
     """A typed health verdict (the original returned a tuple that always read as healthy, B-API-1)."""
 
@@ -303,6 +345,9 @@ __all__ = [
     "Holder",
     "LeaseInfo",
     "LeaseState",
+    "OutboxEntry",
+    "OutboxStatus",
+    "OutboxSummary",
     "Trade",
     "TradeRequest",
     "TradeState",

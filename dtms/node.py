@@ -14,8 +14,10 @@ from dtms.clock import Clock, SystemClock
 from dtms.config import Config, ElectionConfig
 from dtms.elector import Elector, LeaderSeen
 from dtms.errors import LeaseError, LeaseLostError, NotLeaderError, StoreBusyError, StoreFilesChangedError
-from dtms.events import Hook, Notifier
+from dtms.events import Hook, log_event
 from dtms.gateway import Gateway
+from dtms.notifiers import configured_hooks
+from dtms.outbox import Dispatcher, Outbox
 from dtms.store import Store
 from dtms.store import open as open_store
 
@@ -43,7 +45,9 @@ class Node:
 
     With a `broker` (e.g. `dtms.broker.MT5Broker()`), the leader runs the engine on it; `now` is the trading
     clock (the simulated terminal's `term.now` in demos and replays, UTC wall time by default); `hooks`
-    receive typed events (the default logs them).
+    receive typed events (the default logs them), with the notifiers `[notify]` configures (webhook,
+    Telegram) beside them. Events go through the database's outbox: whichever process leads delivers them, at
+    least once, each with a stable `event_id`, on a thread of its own (a slow hook never delays the engine).
 
     ```python
     with dtms.Node(dtms.default_db_path(), name="telegram-bot") as node:
@@ -79,7 +83,10 @@ class Node:
         self.store: Store = open_store(path, clock=self.clock)
         self._key = str(self.store.path)
         self.now: Callable[[], datetime] = now or self.clock.utc_now
-        self.notifier = Notifier(hooks, attempts=self.config.notify.hook_attempts)
+        chosen = list(hooks) if hooks is not None else [log_event]
+        self.dispatcher = Dispatcher(self.store, [*chosen, *configured_hooks(self.config.notify)],
+                                     self.config.notify)  # fmt: skip
+        self.outbox = Outbox(self.store, wake=self.dispatcher.wake)
         self._loop_stop = threading.Event()
         self._loop_thread: threading.Thread | None = None
         self._data_version = -1
@@ -111,7 +118,7 @@ class Node:
                 self.gateway,
                 self.config,
                 now=self.now,
-                notifier=self.notifier,
+                notifier=self.outbox,
                 wait=lambda s: self._loop_stop.wait(s),
             )
 
@@ -169,6 +176,7 @@ class Node:
     # -- leader loop ------------------------------------------------------------------------------------
 
     def _start_loop(self, epoch: int) -> None:
+        self.dispatcher.start(epoch, name=f"dtms-outbox-{self.name}")
         self._loop_stop = threading.Event()
         thread = threading.Thread(
             target=self._loop, args=(epoch, self._loop_stop), name=f"dtms-loop-{self.name}", daemon=True
@@ -181,6 +189,7 @@ class Node:
         return self._loop_thread is None or not self._loop_thread.is_alive()
 
     def _stop_loop(self, epoch: int, grace_s: float) -> bool:
+        self.dispatcher.stop(0.0)  # it records nothing once deposed; a hook call in progress may finish
         self._loop_stop.set()
         thread = self._loop_thread
         if thread is None or thread is threading.current_thread():

@@ -23,7 +23,7 @@ from dtms.engine.stops import StopWatch
 from dtms.engine.symbols import DEFAULT_TIMEFRAMES, SymbolData, check_timeframes
 from dtms.engine.transitions import Transitions
 from dtms.errors import BrokerError
-from dtms.events import Event, Notifier
+from dtms.events import Event, EventKind, EventSink, Notifier
 from dtms.gateway import Gateway
 from dtms.models import Action, Direction, Trade, TradeState
 from dtms.store import Store, TradeUpdate
@@ -64,7 +64,7 @@ class Engine:
         config: Config,
         *,
         now: Callable[[], datetime],
-        notifier: Notifier | None = None,
+        notifier: EventSink | None = None,
         wait: Callable[[float], object] = lambda s: None,
         timeframes: tuple[str, str] = DEFAULT_TIMEFRAMES,
         status: bool = True,
@@ -74,7 +74,7 @@ class Engine:
         self.store, self.broker, self.config, self.now = store, broker, config, now
         self._status = status
         self.timeframes = check_timeframes(timeframes)
-        self.notifier = notifier or Notifier(attempts=config.notify.hook_attempts)
+        self.notifier: EventSink = notifier or Notifier(attempts=config.notify.hook_attempts)
         self.executor = Executor(broker, gateway, config, wait=wait)
         self.transitions = Transitions(store, self.executor, self.notifier, self._context)
         self.stops = StopWatch(store, gateway, config, self._emit)
@@ -87,11 +87,14 @@ class Engine:
         self._counters = {"fast_checks": 0, "deep_checks": 0, "transitions": 0}
         self._started_at: datetime | None = None
         self._last_reconcile: datetime | None = None
+        self._epoch: int | None = None  # the epoch being led: every event carries it
+        self._staged: list[Event] | None = None  # a fast check's events, committed with its trade update
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
     def start(self, epoch: int) -> None:
         """Connect, then finish or reconcile whatever the previous leader left in flight (spec §10)."""
+        self._epoch = epoch
         self.broker.connect()
         now = self.now()
         self._started_at = now
@@ -105,6 +108,7 @@ class Engine:
 
     def reconcile(self, epoch: int, now: datetime) -> None:
         """Drive every pending transition and open action from the journal before any new decision."""
+        self._epoch = epoch
         self._last_reconcile = now
         self._hold_if(self.foreign.scan_deals(epoch, now))  # before anything is driven, at start too
         for tr in self.store.pending_transitions():
@@ -112,9 +116,9 @@ class Engine:
         for trade in self.store.list_trades():
             self.transitions.retry_open_actions(epoch, trade, now)
         if self.config.reconcile.adopt_unknown:
-            self._adopt(now)
+            self._adopt(epoch, now)
 
-    def _adopt(self, now: datetime) -> None:
+    def _adopt(self, epoch: int, now: datetime) -> None:
         """Register broker positions dtms does not know (spec §10.3), never its own legs or known trades."""
         try:
             positions = self.broker.positions()
@@ -132,23 +136,29 @@ class Engine:
             d = 1 if p.direction == "BUY" else -1
             sl = p.sl if p.sl and d * (p.price_open - p.sl) > 0 else None  # a stop past entry gives no R
             tp = p.tp if p.tp and d * (p.tp - p.price_open) > 0 else None
-            trade = self.store.register_trade(
-                p.ticket,
-                p.symbol,
-                p.direction,
-                p.price_open,
-                p.volume,
-                sl=sl,
-                tp=tp,
-                owner=self.config.reconcile.adopt_owner,
-                magic=p.magic or None,
-                identifier=p.identifier,
-            )
-            self._emit("external_change", now, identifier=trade.identifier, kind="adopted", symbol=p.symbol)
+            with self.store.fenced(epoch):  # the adoption and its event commit together
+                trade = self.store.register_trade(
+                    p.ticket,
+                    p.symbol,
+                    p.direction,
+                    p.price_open,
+                    p.volume,
+                    sl=sl,
+                    tp=tp,
+                    owner=self.config.reconcile.adopt_owner,
+                    magic=p.magic or None,
+                    identifier=p.identifier,
+                )
+                self._publish(
+                    self._event(
+                        "external_change", now, identifier=trade.identifier, kind="adopted", symbol=p.symbol
+                    )
+                )
 
     # -- the cycle ------------------------------------------------------------------------------------
 
     def tick(self, epoch: int) -> None:
+        self._epoch = epoch
         self._tick_no += 1
         self._ticks.clear()
         self._specs.clear()
@@ -167,16 +177,24 @@ class Engine:
             self._hold_if(self.foreign.tripped() if snapshot is None
                           else self.foreign.observe_positions(epoch, now, snapshot.values()))  # fmt: skip
             updates: dict[int, TradeUpdate] = {}
+            staged: list[Event] = []
             for trade in trades:
+                self._staged = []
                 try:
                     update = self._trade(epoch, trade, now, snapshot)
                 except BrokerError as exc:
                     log.warning("dtms: trade %d skipped this tick: %s", trade.identifier, exc)
                     continue
+                finally:  # what it saw is reported even when the rest of its check could not run
+                    staged += self._staged
+                    self._staged = None
                 if update is not None:
                     updates[trade.identifier] = update
-            if updates:
-                self.store.update_trades(epoch, updates)
+            if updates or staged:
+                with self.store.fenced(epoch):  # the fast checks' changes and their events: one commit
+                    if updates:
+                        self.store.update_trades(epoch, updates)
+                    self._publish(*staged)
             interval = timedelta(seconds=self.config.reconcile.interval_s)
             if self._last_reconcile is None or now - self._last_reconcile >= interval:
                 self.reconcile(epoch, now)
@@ -447,19 +465,24 @@ class Engine:
             reason = f"dtms:{deals[-1].comment}"
         # Registered, but never seen at the broker and without a single deal: a wrong ticket, another account.
         unknown = history == [] and trade.engine.get("broker") is None
-        self.store.update_trades(epoch, {trade.identifier: TradeUpdate({}, {**patch, "exit": {
-            "reason": reason, "price": deals[-1].price if deals else None,
-            "profit": sum(d.profit for d in deals)}})})  # fmt: skip
-        fresh = self.store.get_trade(trade.identifier)
-        if fresh is not None and fresh.is_open:
-            if unknown:
-                step = replace(machine.external_close(self._view(fresh)), reason=NOT_FOUND)
-                self._emit("alert", now, identifier=trade.identifier, kind=NOT_FOUND, symbol=trade.symbol)
-            else:
-                step = replace(machine.external_close(self._view(fresh)), reason=f"external_close:{reason}")
-                self._emit(
-                    "external_change", now, identifier=trade.identifier, kind="close", deal_reason=reason
+        with self.store.fenced(epoch):  # the exit and its event commit together
+            self.store.update_trades(epoch, {trade.identifier: TradeUpdate({}, {**patch, "exit": {
+                "reason": reason, "price": deals[-1].price if deals else None,
+                "profit": sum(d.profit for d in deals)}})})  # fmt: skip
+            fresh = self.store.get_trade(trade.identifier)
+            if fresh is not None and fresh.is_open:
+                self._publish(
+                    self._event(
+                        "alert", now, identifier=trade.identifier, kind=NOT_FOUND, symbol=trade.symbol
+                    )
+                    if unknown
+                    else self._event(
+                        "external_change", now, identifier=trade.identifier, kind="close", deal_reason=reason
+                    )
                 )
+        if fresh is not None and fresh.is_open:
+            cause = NOT_FOUND if unknown else f"external_close:{reason}"
+            step = replace(machine.external_close(self._view(fresh)), reason=cause)
             self.transitions.begin(epoch, fresh, step, now, fresh.score)
         return None
 
@@ -596,8 +619,21 @@ class Engine:
         """The symbol's specification, read once per tick."""
         return self._specs.get(symbol) or self._specs.setdefault(symbol, self.broker.symbol(symbol))
 
-    def _emit(self, event: Any, now: datetime, **fields: Any) -> None:
-        self.notifier.emit(Event(event, now, fields))
+    def _event(self, kind: EventKind, now: datetime, /, **fields: Any) -> Event:
+        return Event(kind, now, fields, epoch=self._epoch)
+
+    def _publish(self, *events: Event) -> None:
+        """Hand events to the sink now (an outbox writes them in the transaction open around the call)."""
+        for event in events:
+            self.notifier.emit(event)
+
+    def _emit(self, kind: EventKind, now: datetime, /, **fields: Any) -> None:
+        """Report an event: during a fast check it waits for the trade's update and commits with it."""
+        event = self._event(kind, now, **fields)
+        if self._staged is not None:
+            self._staged.append(event)
+        else:
+            self._publish(event)
 
 
 def _summary(e: sg.Evaluation) -> dict[str, Any]:

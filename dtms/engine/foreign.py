@@ -96,17 +96,18 @@ class ForeignWatch:
             new = {t: seen for t, seen in found.items() if t not in tags}
             if new:
                 tags.update({t: {"first_seen_at": now.isoformat(), "seen": seen} for t, seen in new.items()})
-                self.store.set_setting(DETECTED_KEY, {**detected, "tags": tags}, epoch=epoch)
-                self._emit(
-                    "alert",
-                    now,
-                    alert=RAIL,
-                    database_id=self.store.database_id,
-                    foreign=sorted(new),
-                    seen=list(new.values()),
-                    action="another dtms database manages this account: nothing risk-adding is sent "
-                    "until `dtms foreign ack`",
-                )
+                with self.store.fenced(epoch):  # the finding and its alert commit together
+                    self.store.set_setting(DETECTED_KEY, {**detected, "tags": tags}, epoch=epoch)
+                    self._emit(
+                        "alert",
+                        now,
+                        alert=RAIL,
+                        database_id=self.store.database_id,
+                        foreign=sorted(new),
+                        seen=list(new.values()),
+                        action="another dtms database manages this account: nothing risk-adding is sent "
+                        "until `dtms foreign ack`",
+                    )
         return self.tripped()
 
 

@@ -15,7 +15,7 @@ from typing import Any, Final
 from dtms.engine.execute import Context, Executor, Result
 from dtms.engine.machine import ActionType, Step
 from dtms.errors import BrokerError
-from dtms.events import Event, Notifier
+from dtms.events import Event, EventKind, EventSink
 from dtms.models import Action, ActionStatus, Trade, TradeState
 from dtms.store import Store, TradeUpdate
 
@@ -51,7 +51,7 @@ class Transitions:
         self,
         store: Store,
         executor: Executor,
-        notifier: Notifier,
+        notifier: EventSink,
         context: Callable[[Trade, TradeState | None], Context],
     ) -> None:
         self.store = store
@@ -89,27 +89,29 @@ class Transitions:
             "recovery_timer_started_at": _iso(step.recovery_timer_started_at),
             "last_trail_bar_time": step.last_trail_bar_time,
         }
-        begun = self.store.begin_transition(
-            epoch, identifier=trade.identifier, from_state=step.from_state, to_state=step.new_state,
-            reason=step.reason, score=score, actions=intents, detail=detail,
-            engine={"closing": True} if step.new_state is TradeState.CLOSED else None,
-        )  # fmt: skip
-        if begun is None:
-            return None
-        transition_id, _ = begun
-        self._emit(
-            "state_transition",
-            now,
-            trade,
-            **{
-                "from": step.from_state.value,
-                "to": step.new_state.value,
-                "reason": step.reason,
-                "score": score,
-                "transition_id": transition_id,
-                "status": "pending",
-            },
-        )
+        with self.store.fenced(epoch):  # the transition, its intents and its event: one commit
+            begun = self.store.begin_transition(
+                epoch, identifier=trade.identifier, from_state=step.from_state, to_state=step.new_state,
+                reason=step.reason, score=score, actions=intents, detail=detail,
+                engine={"closing": True} if step.new_state is TradeState.CLOSED else None,
+            )  # fmt: skip
+            if begun is None:
+                return None
+            transition_id, _ = begun
+            self._emit(
+                epoch,
+                "state_transition",
+                now,
+                trade,
+                **{
+                    "from": step.from_state.value,
+                    "to": step.new_state.value,
+                    "reason": step.reason,
+                    "score": score,
+                    "transition_id": transition_id,
+                    "status": "pending",
+                },
+            )
         self.drive(epoch, transition_id, now)
         return transition_id
 
@@ -132,8 +134,7 @@ class Transitions:
             if action.status not in FINAL:
                 self._run(epoch, action, trade, ctx, settle)
         current = self.store.transition(transition_id)
-        if current is not None and current["status"] == "applied":
-            self._applied(tr, trade, now)
+        if current is not None and current["status"] == "applied":  # by the settler, with its event
             self._run_secondaries(epoch, transition_id, now)
             return "applied"
         primaries = [a for a in self.store.transition_actions(transition_id) if a.params.get("primary")]
@@ -165,10 +166,11 @@ class Transitions:
                 transition_id=transition_id,
             )  # fmt: skip
             return self.drive(epoch, transition_id, now)
-        self.store.finish_transition(epoch, transition_id, applied=False)
-        self._emit("state_transition", now, trade, **{"from": tr["from_state"], "to": tr["to_state"],
-                   "reason": tr["reason"], "transition_id": transition_id, "status": "abandoned",
-                   "error": primary.error})  # fmt: skip
+        with self.store.fenced(epoch):
+            self.store.finish_transition(epoch, transition_id, applied=False)
+            self._emit(epoch, "state_transition", now, trade, **{"from": tr["from_state"],
+                       "to": tr["to_state"], "reason": tr["reason"], "transition_id": transition_id,
+                       "status": "abandoned", "error": primary.error})  # fmt: skip
         return "abandoned"
 
     def _settler(self, epoch: int, tr: dict[str, Any], trade: Trade, now: datetime) -> Any:
@@ -176,27 +178,40 @@ class Transitions:
             if not (result.status is ActionStatus.DONE or self._is_valid_skip(result.status, result.detail)):
                 return None
             update = self._update(tr, trade, action.action_type, result.status, result.detail, now)
-            return lambda: self.store.finish_transition(
-                epoch, tr["transition_id"], applied=True, update=update
-            )
+
+            def apply() -> None:
+                self.store.finish_transition(epoch, tr["transition_id"], applied=True, update=update)
+                self._applied(epoch, tr, trade, now)
+
+            return apply
 
         return settle
 
     def _run(self, epoch: int, action: Action, trade: Trade, ctx: Context, settle: Any = None) -> Result:
-        result = self.executor.run(epoch, action, trade, ctx, settle)
+        def resolved(done: Action, result: Result) -> Callable[[], None]:
+            """The outcome's event, and what `settle` writes with it, commit with the outcome itself."""
+            writes = settle(done, result) if settle is not None else None
+
+            def commit() -> None:
+                if writes is not None:
+                    writes()
+                self._emit(
+                    epoch,
+                    "action",
+                    ctx.now,
+                    trade,
+                    action_type=done.action_type,
+                    leg=done.leg,
+                    status=result.status.value,
+                    detail=result.detail.get("reason") or result.detail.get("text"),
+                )
+
+            return commit
+
+        result = self.executor.run(epoch, action, trade, ctx, resolved)
         if result.alert:
-            self._emit("alert", ctx.now, trade, kind="awaiting_proof", action_id=action.action_id,
-                       action_type=action.action_type, epoch=action.epoch)  # fmt: skip
-        if result.resolved:
-            self._emit(
-                "action",
-                ctx.now,
-                trade,
-                action_type=action.action_type,
-                leg=action.leg,
-                status=result.status.value,
-                detail=result.detail.get("reason") or result.detail.get("text"),
-            )
+            self._emit(epoch, "alert", ctx.now, trade, kind="awaiting_proof", action_id=action.action_id,
+                       action_type=action.action_type, sender_epoch=action.epoch)  # fmt: skip
         return result
 
     @staticmethod
@@ -219,7 +234,7 @@ class Transitions:
                 continue
             failures = len(rows)
             if failures == CLOSE_ALERT_AFTER:
-                self._emit("alert", now, trade, kind="leg_close_failed", leg=leg, error=rows[-1].error)
+                self._emit(epoch, "alert", now, trade, kind="leg_close_failed", leg=leg, error=rows[-1].error)
             self.store.journal_intent(
                 epoch,
                 identifier=trade.identifier,
@@ -258,13 +273,15 @@ class Transitions:
             update = self._update(tr, trade, None, None, {}, now, close_reason)
         else:
             update = self._update(tr, trade, primary.action_type, primary.status, primary.result or {}, now)
-        self.store.finish_transition(epoch, tr["transition_id"], applied=True, update=update)
-        self._applied(tr, trade, now)
+        with self.store.fenced(epoch):
+            self.store.finish_transition(epoch, tr["transition_id"], applied=True, update=update)
+            self._applied(epoch, tr, trade, now)
 
-    def _applied(self, tr: dict[str, Any], trade: Trade, now: datetime) -> None:
+    def _applied(self, epoch: int, tr: dict[str, Any], trade: Trade, now: datetime) -> None:
+        """The applied transition's event (inside the transaction that applied it)."""
         applied = self.store.get_trade(trade.identifier)
         state = applied.state.value if applied is not None else tr["to_state"]
-        self._emit("state_transition", now, trade, **{"from": tr["from_state"], "to": state,
+        self._emit(epoch, "state_transition", now, trade, **{"from": tr["from_state"], "to": state,
                    "reason": tr["reason"], "score": tr["score"], "transition_id": tr["transition_id"],
                    "status": "applied"})  # fmt: skip
 
@@ -404,9 +421,9 @@ class Transitions:
         update = TradeUpdate({"volume": volume, "closed_volume": closed})
         return lambda: self.store.update_trades(epoch, {trade.identifier: update})
 
-    def _emit(self, event: Any, now: datetime, trade: Trade, **fields: Any) -> None:
+    def _emit(self, epoch: int, kind: EventKind, now: datetime, trade: Trade, /, **fields: Any) -> None:
         self.notifier.emit(
-            Event(event, now, {"identifier": trade.identifier, "symbol": trade.symbol, **fields})
+            Event(kind, now, {"identifier": trade.identifier, "symbol": trade.symbol, **fields}, epoch=epoch)
         )
 
 

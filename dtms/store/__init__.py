@@ -11,6 +11,7 @@ from dtms.models import Health, LeaseState, TradeState
 from dtms.store.db import DEFAULT_BUSY_TIMEOUT_S
 from dtms.store.engine import EngineMixin, TradeUpdate
 from dtms.store.leases import LeasesMixin
+from dtms.store.outbox import OutboxMixin
 from dtms.store.settings import SettingsMixin
 from dtms.store.trades import TradesMixin
 
@@ -26,7 +27,8 @@ UNKNOWN_ALLOWED: Final = frozenset({"breakeven", "partial_close"})
 DEFENSIVE: Final = frozenset({TradeState.WARNING_L2, TradeState.HEDGED})
 
 
-class Store(TradesMixin, LeasesMixin, EngineMixin, SettingsMixin):  # EngineMixin extends JournalMixin
+# EngineMixin extends JournalMixin; OutboxMixin extends SettingsMixin.
+class Store(TradesMixin, LeasesMixin, EngineMixin, OutboxMixin, SettingsMixin):
     """The shared trade database of every dtms process: trades, the lease, the journal.
 
     One connection per process, shared by its threads behind one lock; every write is BEGIN IMMEDIATE.

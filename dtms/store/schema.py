@@ -153,8 +153,30 @@ _V3: Final = """
 CREATE INDEX trades_registered ON trades (registered_at, identifier);
 """
 
+# Version 4: the outbox (spec/dtms-behaviour.md section 12). An event is written in the fenced transaction of
+# the change it reports and delivered later, at least once, by whichever process leads; `delivered` lists the
+# hooks that have it, so a retry calls only the others.
+_V4: Final = """
+CREATE TABLE outbox (
+    event_id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind              TEXT    NOT NULL,
+    at                TEXT    NOT NULL,          -- the trading clock's time of the event
+    epoch             INTEGER NOT NULL,          -- the leader's epoch that wrote it
+    fields            TEXT    NOT NULL CHECK (json_valid(fields)),
+    created_at        TEXT    NOT NULL,
+    status            TEXT    NOT NULL DEFAULT 'pending' CHECK (status IN ('pending','delivered','dead')),
+    attempts          INTEGER NOT NULL DEFAULT 0,
+    next_at           TEXT,                      -- no delivery is tried before this (backoff)
+    delivered         TEXT    NOT NULL DEFAULT '[]' CHECK (json_valid(delivered)),
+    error             TEXT,
+    finished_at       TEXT
+);
+CREATE INDEX outbox_pending ON outbox (event_id) WHERE status = 'pending';
+CREATE INDEX outbox_dead ON outbox (event_id) WHERE status = 'dead';
+"""
+
 #: MIGRATIONS[i] takes a database from user_version i to i + 1.
-MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3)
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4)
 
 #: The schema version this code writes and reads.
 SCHEMA_VERSION: Final = len(MIGRATIONS)
