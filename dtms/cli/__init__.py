@@ -684,6 +684,6 @@ def foreign_ack_command(app: App, by: str, as_json: bool) -> None:
 
 
 # The other command modules register themselves on `cli` when imported.
-from dtms.cli import fence, operate, tune  # noqa: E402, F401  # imported for their commands
+from dtms.cli import fence, operate, outbox, tune  # noqa: E402, F401  # imported for their commands
 
 __all__ = ["DEFAULT_DB", "App", "Cli", "cli", "main"]

@@ -25,6 +25,7 @@ from dtms.cli import (
     print_json,
     print_table,
     table,
+    to_json,
 )
 from dtms.config import Config
 from dtms.engine import foreign
@@ -198,6 +199,8 @@ def status_data(store: dtms.Store) -> dict[str, Any]:
         "trades_by_state": by_state,
         "actions_last_hour": summary.recent_actions(store, now - timedelta(hours=1)),
         "engine": engine,
+        # Notifications waiting for delivery and given up (dead letters: `dtms outbox --status dead`).
+        "notifications": to_json(store.outbox_summary()),
         "health": {"status": health.status, "reasons": list(health.reasons)},
     }
 
@@ -251,6 +254,19 @@ def status_command(app: App, as_json: bool) -> None:
                     if data["foreign_databases"]
                     else ()
                 ),
+                *(
+                    (
+                        (
+                            "DEAD NOTIFICATIONS",
+                            f"{data['notifications']['dead']} never delivered "
+                            f"({data['notifications']['last_error']}); `dtms outbox --status dead`, "
+                            "then `dtms outbox retry`",
+                        ),
+                    )
+                    if data["notifications"]["dead"]
+                    else ()
+                ),
+                ("notifications pending", data["notifications"]["pending"]),
                 ("active trades", data["active_trades"]),
                 ("armed trades", data["armed_trades"]),
                 ("trades by state", data["trades_by_state"]),
