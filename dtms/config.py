@@ -552,12 +552,16 @@ class WebhookConfig(_Section):
         return value
 
 
+#: The Telegram Bot API's base URL (`notify.telegram.api_url` may name a local Bot API server instead).
+TELEGRAM_API: Final = "https://api.telegram.org"
+
+
 class TelegramConfig(_Section):
     """A Telegram bot message per event to `chat_id` (off while either is unset)."""
 
     token: SecretStr | None = None
     chat_id: str | None = None
-    api_url: str = "https://api.telegram.org"
+    api_url: str = TELEGRAM_API
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> TelegramConfig:

@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from typing import Any, Final
 
-from dtms.config import NotifyConfig
+from dtms.config import TELEGRAM_API, NotifyConfig
 from dtms.errors import ConfigError, NotifyError
 from dtms.events import Event, Hook
 
@@ -69,7 +69,7 @@ class Telegram:
         token: str,
         chat_id: str,
         *,
-        api_url: str = "https://api.telegram.org",
+        api_url: str = TELEGRAM_API,
         timeout_s: float = 5.0,
         name: str = "telegram",
     ) -> None:

@@ -470,20 +470,18 @@ class Engine:
                 "reason": reason, "price": deals[-1].price if deals else None,
                 "profit": sum(d.profit for d in deals)}})})  # fmt: skip
             fresh = self.store.get_trade(trade.identifier)
-            if fresh is not None and fresh.is_open:
-                self._publish(
-                    self._event(
-                        "alert", now, identifier=trade.identifier, kind=NOT_FOUND, symbol=trade.symbol
-                    )
-                    if unknown
-                    else self._event(
-                        "external_change", now, identifier=trade.identifier, kind="close", deal_reason=reason
-                    )
+            if fresh is None or not fresh.is_open:  # closed meanwhile (a follower unregistered it)
+                return None
+            self._publish(
+                self._event("alert", now, identifier=trade.identifier, kind=NOT_FOUND, symbol=trade.symbol)
+                if unknown
+                else self._event(
+                    "external_change", now, identifier=trade.identifier, kind="close", deal_reason=reason
                 )
-        if fresh is not None and fresh.is_open:
-            cause = NOT_FOUND if unknown else f"external_close:{reason}"
-            step = replace(machine.external_close(self._view(fresh)), reason=cause)
-            self.transitions.begin(epoch, fresh, step, now, fresh.score)
+            )
+        cause = NOT_FOUND if unknown else f"external_close:{reason}"
+        step = replace(machine.external_close(self._view(fresh)), reason=cause)
+        self.transitions.begin(epoch, fresh, step, now, fresh.score)
         return None
 
     def _sync(

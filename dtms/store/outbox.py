@@ -58,13 +58,6 @@ class OutboxMixin(SettingsMixin):
         )
         return self._entries(rows)
 
-    def next_event_due(self) -> datetime | None:
-        """When the earliest pending event may be tried (None: nothing pending)."""
-        rows = self._rows(
-            "SELECT min(coalesce(next_at, created_at)) AS due FROM outbox WHERE status = 'pending'"
-        )
-        return from_iso(rows[0]["due"]) if rows else None
-
     def settle_event(
         self,
         epoch: int,
