@@ -75,8 +75,9 @@ class Dispatcher:
         """Deliver for `epoch` on a new thread (an earlier term's thread is told to stop first)."""
         self.stop(0.0)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(epoch, self._stop), name=name, daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=self._run, args=(epoch, self._stop), name=name, daemon=True)
+        thread.start()
+        self._thread = thread  # published only once started: `stop` may join it from another thread
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop delivering; a hook call in progress finishes on its own (it records nothing if deposed)."""
